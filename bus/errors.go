@@ -1,0 +1,22 @@
+package bus
+
+import "errors"
+
+// Sentinel errors. Errors returned by this package wrap one of them; test
+// with errors.Is.
+var (
+	// ErrBadKey: a backend key, pattern or subject prefix breaks the rules.
+	ErrBadKey = errors.New("bus: bad key")
+	// ErrBadPayload: a message body is malformed or has out-of-range values.
+	ErrBadPayload = errors.New("bus: bad payload")
+	// ErrUnknownBackend: a message names a key the worker does not track.
+	ErrUnknownBackend = errors.New("bus: unknown backend")
+	// ErrFull: the worker tracks its maximum number of backends and refused
+	// a new one.
+	ErrFull = errors.New("bus: backend limit reached")
+	// ErrShuttingDown: the worker is stopping and did not serve a request.
+	ErrShuttingDown = errors.New("bus: worker shutting down")
+	// ErrRejected: the worker answered a client's request with ok:false;
+	// the error text carries the worker's reason.
+	ErrRejected = errors.New("bus: rejected by worker")
+)

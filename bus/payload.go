@@ -1,0 +1,291 @@
+package bus
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// Broker-reported states, the values of StateReport.State.
+const (
+	StateDraining = "draining"
+	StateQuiesced = "quiesced"
+	StateRemoved  = "removed"
+)
+
+// StateReport is a decoded P.state.K body.
+type StateReport struct {
+	State string `json:"state"`
+}
+
+// ParseStateReport decodes {"state": "draining"|"quiesced"|"removed"}.
+// Unknown members are ignored. Errors wrap ErrBadPayload.
+func ParseStateReport(body []byte) (StateReport, error) {
+	var r StateReport
+	if err := decodeObject(body, &r, "state report"); err != nil {
+		return StateReport{}, err
+	}
+	switch r.State {
+	case StateDraining, StateQuiesced, StateRemoved:
+		return r, nil
+	case "":
+		return StateReport{}, fmt.Errorf("%w: state report needs \"state\"", ErrBadPayload)
+	}
+	return StateReport{}, fmt.Errorf("%w: unknown state %q (want draining, quiesced or removed)", ErrBadPayload, r.State)
+}
+
+// QuiesceEvent is the body of P.quiesce.K: the worker's request that the
+// broker drain backend Key.
+type QuiesceEvent struct {
+	// ID is unique per emission and repeated in the Nats-Msg-Id header.
+	ID  string `json:"id"`
+	Key string `json:"key"`
+	// Reason is "idle_timeout", "maintenance" or "broker_shutdown".
+	Reason string `json:"reason"`
+	// IdleForMS is how long the backend had been idle, in milliseconds.
+	IdleForMS int64 `json:"idle_for_ms"`
+	// ConfiguredTimeoutMS is the backend's idle timeout in milliseconds.
+	ConfiguredTimeoutMS int64 `json:"configured_timeout_ms"`
+	// At is the worker's wall-clock time of emission, RFC 3339 in UTC.
+	At time.Time `json:"at"`
+}
+
+// AppendJSON appends e as JSON to b, without reflection.
+func (e QuiesceEvent) AppendJSON(b []byte) []byte {
+	b = append(b, `{"id":`...)
+	b = appendString(b, e.ID)
+	b = append(b, `,"key":`...)
+	b = appendString(b, e.Key)
+	b = append(b, `,"reason":`...)
+	b = appendString(b, e.Reason)
+	b = append(b, `,"idle_for_ms":`...)
+	b = strconv.AppendInt(b, e.IdleForMS, 10)
+	b = append(b, `,"configured_timeout_ms":`...)
+	b = strconv.AppendInt(b, e.ConfiguredTimeoutMS, 10)
+	b = append(b, `,"at":"`...)
+	b = e.At.UTC().AppendFormat(b, time.RFC3339Nano)
+	return append(b, `"}`...)
+}
+
+// ParseQuiesceEvent decodes a P.quiesce.K body and checks that its required
+// members are present and its reason is known. Errors wrap ErrBadPayload.
+func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
+	var e QuiesceEvent
+	if err := decodeObject(body, &e, "quiesce event"); err != nil {
+		return QuiesceEvent{}, err
+	}
+	switch {
+	case e.ID == "":
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event needs \"id\"", ErrBadPayload)
+	case ValidateKey(e.Key) != nil:
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event key: %w", ErrBadPayload, ValidateKey(e.Key))
+	case e.At.IsZero():
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event needs \"at\"", ErrBadPayload)
+	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0:
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative durations", ErrBadPayload)
+	}
+	if _, err := ParseReason(e.Reason); err != nil {
+		return QuiesceEvent{}, err
+	}
+	return e, nil
+}
+
+// ParseReason maps a reason's wire name to coordinator.Reason. Errors wrap
+// ErrBadPayload.
+func ParseReason(s string) (coordinator.Reason, error) {
+	for _, r := range []coordinator.Reason{coordinator.IdleTimeout, coordinator.Maintenance, coordinator.BrokerShutdown} {
+		if r.String() == s {
+			return r, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: unknown reason %q", ErrBadPayload, s)
+}
+
+// ListRequest is the optional body of a P.admin.list request.
+type ListRequest struct {
+	// Match restricts the list to keys matching this key or pattern.
+	Match string `json:"match,omitempty"`
+	// Limit caps the number of backends returned (default 1000, at most
+	// 10000); the reply says when the list was truncated.
+	Limit int `json:"limit,omitempty"`
+}
+
+// Limits of a list reply.
+const (
+	DefaultListLimit = 1000
+	MaxListLimit     = 10000
+)
+
+// BackendInfo describes one backend in admin replies.
+type BackendInfo struct {
+	Key           string `json:"key"`
+	State         string `json:"state"`
+	IdleForMS     int64  `json:"idle_for_ms"`
+	IdleTimeoutMS int64  `json:"idle_timeout_ms"`
+}
+
+// ListReply answers P.admin.list. Backends are sorted by key.
+type ListReply struct {
+	OK       bool          `json:"ok"`
+	Backends []BackendInfo `json:"backends"`
+	// Total is the number of matching backends, Truncated whether Backends
+	// holds fewer than Total.
+	Total     int  `json:"total"`
+	Truncated bool `json:"truncated"`
+}
+
+// QuiesceRequest is the body of a P.admin.quiesce request.
+type QuiesceRequest struct {
+	// Match is a key or a pattern ("*" one token, ">" the rest).
+	Match string `json:"match"`
+	// Reason is "maintenance" (the default) or "broker_shutdown".
+	Reason string `json:"reason,omitempty"`
+}
+
+// QuiesceReply answers P.admin.quiesce.
+type QuiesceReply struct {
+	OK bool `json:"ok"`
+	// Quiesced counts the running backends that were sent a quiesce.
+	Quiesced int `json:"quiesced"`
+}
+
+// GetRequest is the body of a P.admin.get request.
+type GetRequest struct {
+	Key string `json:"key"`
+}
+
+// GetReply answers P.admin.get.
+type GetReply struct {
+	OK      bool        `json:"ok"`
+	Backend BackendInfo `json:"backend"`
+}
+
+// HeartbeatReply answers a heartbeat that carried a reply subject.
+type HeartbeatReply struct {
+	OK            bool   `json:"ok"`
+	Key           string `json:"key"`
+	IdleTimeoutMS int64  `json:"idle_timeout_ms"`
+}
+
+// StateReply answers a state report that carried a reply subject.
+type StateReply struct {
+	OK    bool   `json:"ok"`
+	Key   string `json:"key"`
+	State string `json:"state"`
+}
+
+// ErrorReply is the reply to any rejected request.
+type ErrorReply struct {
+	OK    bool   `json:"ok"`
+	Error string `json:"error"`
+}
+
+// ParseListRequest decodes a P.admin.list body; an empty body lists
+// everything up to DefaultListLimit. Errors wrap ErrBadPayload or ErrBadKey.
+func ParseListRequest(body []byte) (ListRequest, Pattern, error) {
+	var r ListRequest
+	if len(trimSpace(body)) > 0 {
+		if err := decodeObject(body, &r, "list request"); err != nil {
+			return ListRequest{}, Pattern{}, err
+		}
+	}
+	switch {
+	case r.Limit < 0 || r.Limit > MaxListLimit:
+		return ListRequest{}, Pattern{}, fmt.Errorf("%w: limit %d out of range 0..%d", ErrBadPayload, r.Limit, MaxListLimit)
+	case r.Limit == 0:
+		r.Limit = DefaultListLimit
+	}
+	if r.Match == "" {
+		r.Match = ">"
+	}
+	p, err := ParsePattern(r.Match)
+	if err != nil {
+		return ListRequest{}, Pattern{}, err
+	}
+	return r, p, nil
+}
+
+// ParseQuiesceRequest decodes a P.admin.quiesce body. Errors wrap
+// ErrBadPayload or ErrBadKey.
+func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
+	var r QuiesceRequest
+	if err := decodeObject(body, &r, "quiesce request"); err != nil {
+		return Pattern{}, 0, err
+	}
+	if r.Match == "" {
+		return Pattern{}, 0, fmt.Errorf("%w: quiesce request needs \"match\"", ErrBadPayload)
+	}
+	p, err := ParsePattern(r.Match)
+	if err != nil {
+		return Pattern{}, 0, err
+	}
+	reason := coordinator.Maintenance
+	switch r.Reason {
+	case "", "maintenance":
+	case "broker_shutdown":
+		reason = coordinator.BrokerShutdown
+	default:
+		return Pattern{}, 0, fmt.Errorf("%w: reason %q not allowed (want maintenance or broker_shutdown)", ErrBadPayload, r.Reason)
+	}
+	return p, reason, nil
+}
+
+// ParseGetRequest decodes a P.admin.get body: {"key": K}. Errors wrap
+// ErrBadPayload or ErrBadKey.
+func ParseGetRequest(body []byte) (string, error) {
+	var r GetRequest
+	if err := decodeObject(body, &r, "get request"); err != nil {
+		return "", err
+	}
+	if err := ValidateKey(r.Key); err != nil {
+		return "", err
+	}
+	return r.Key, nil
+}
+
+// decodeObject decodes a JSON object into v, ignoring unknown members and
+// rejecting trailing data (json.Unmarshal does).
+func decodeObject(body []byte, v any, what string) error {
+	b := trimSpace(body)
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("%w: %s must be a JSON object", ErrBadPayload, what)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrBadPayload, what, err)
+	}
+	return nil
+}
+
+// appendString appends s as a JSON string.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, upperHex[c>>4], upperHex[c&15])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
+}
+
+// ok replies, built without reflection on the heartbeat path.
+func appendHeartbeatReply(b []byte, key string, timeout time.Duration) []byte {
+	b = append(b, `{"ok":true,"key":`...)
+	b = appendString(b, key)
+	b = append(b, `,"idle_timeout_ms":`...)
+	b = strconv.AppendInt(b, timeout.Milliseconds(), 10)
+	return append(b, '}')
+}
+
+func errorReply(err error) []byte {
+	b, _ := json.Marshal(ErrorReply{OK: false, Error: err.Error()})
+	return b
+}

@@ -1,0 +1,34 @@
+package bus
+
+import (
+	"log/slog"
+	"time"
+)
+
+// rateLog logs at most one line per reason per interval and reports how many
+// lines it suppressed in between. It is owned by one goroutine.
+type rateLog struct {
+	logger     *slog.Logger
+	interval   time.Duration
+	last       [numRejects]time.Time
+	suppressed [numRejects]uint64
+}
+
+func (r *rateLog) log(now time.Time, reason rejectReason, subject string, err error) {
+	if !r.last[reason].IsZero() && now.Sub(r.last[reason]) < r.interval {
+		r.suppressed[reason]++
+		return
+	}
+	r.last[reason] = now
+	n := r.suppressed[reason]
+	r.suppressed[reason] = 0
+	r.logger.Warn("rejected input", "reason", reason.String(), "subject", truncate(subject, 300),
+		"error", err.Error(), "suppressed", n)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,62 @@
+package bus
+
+import "sync/atomic"
+
+// rejectReason classifies rejected input for counters and logs.
+type rejectReason int
+
+const (
+	rejectBadKey rejectReason = iota
+	rejectBadPayload
+	rejectTimeoutTooLarge
+	rejectUnknownBackend
+	rejectFull
+	rejectBadRequest
+	numRejects
+)
+
+var rejectNames = [numRejects]string{
+	rejectBadKey:          "bad_key",
+	rejectBadPayload:      "bad_payload",
+	rejectTimeoutTooLarge: "timeout_too_large",
+	rejectUnknownBackend:  "unknown_backend",
+	rejectFull:            "backend_limit",
+	rejectBadRequest:      "bad_admin_request",
+}
+
+func (r rejectReason) String() string { return rejectNames[r] }
+
+// Stats is a snapshot of a Worker's counters.
+type Stats struct {
+	// Heartbeats counts applied heartbeats, StateReports applied state
+	// reports.
+	Heartbeats   uint64 `json:"heartbeats"`
+	StateReports uint64 `json:"state_reports"`
+	// Quiesces counts published quiesce events by reason.
+	Quiesces map[string]uint64 `json:"quiesces"`
+	// PublishErrors counts quiesce events and replies NATS refused.
+	PublishErrors uint64 `json:"publish_errors"`
+	// Rejected counts rejected input by reason: bad_key, bad_payload,
+	// timeout_too_large, unknown_backend, backend_limit, bad_admin_request.
+	Rejected map[string]uint64 `json:"rejected"`
+	// Dropped counts messages NATS dropped because the worker's queue was
+	// full (a slow consumer).
+	Dropped uint64 `json:"dropped"`
+	// Running, Draining and Quiesced count tracked backends by state.
+	Running  int64 `json:"running"`
+	Draining int64 `json:"draining"`
+	Quiesced int64 `json:"quiesced"`
+}
+
+// counters are written by the worker loop and read by anyone.
+type counters struct {
+	heartbeats    atomic.Uint64
+	stateReports  atomic.Uint64
+	quiesces      [4]atomic.Uint64 // by coordinator.Reason
+	publishErrors atomic.Uint64
+	rejected      [numRejects]atomic.Uint64
+	dropped       atomic.Uint64
+	running       atomic.Int64
+	draining      atomic.Int64
+	quiesced      atomic.Int64
+}

@@ -1,0 +1,560 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// Defaults of WorkerConfig.
+const (
+	DefaultMaxTimeout  = 24 * time.Hour
+	DefaultQueueLength = 1 << 16
+	DefaultMaxBody     = 4096
+	// ServiceName is the name of the admin micro service.
+	ServiceName = "idle-worker"
+)
+
+// batchSize bounds how many queued messages the loop handles before it looks
+// at its timer and admin calls again.
+const batchSize = 256
+
+// WorkerConfig configures a Worker. The zero value of every field but
+// Subjects selects a default.
+type WorkerConfig struct {
+	// Subjects is the wire contract to serve (see NewSubjects).
+	Subjects Subjects
+	// Policy is the coordinator's policy (default timeout, backend limit).
+	Policy coordinator.Policy
+	// MaxTimeout is the largest idle_timeout_ms a heartbeat may ask for
+	// (default DefaultMaxTimeout).
+	MaxTimeout time.Duration
+	// MaxBody is the largest heartbeat or state body accepted, in bytes
+	// (default DefaultMaxBody).
+	MaxBody int
+	// QueueLength is the capacity of the queue between NATS and the loop
+	// (default DefaultQueueLength). When it is full NATS drops messages and
+	// Stats.Dropped counts them.
+	QueueLength int
+	// Version is the admin service's semantic version (default "0.0.0").
+	Version string
+	// Logger receives the worker's logs (default: discard).
+	Logger *slog.Logger
+	// Now is the worker's clock (default time.Now). Its readings must carry
+	// a monotonic component in production.
+	Now func() time.Time
+}
+
+// Worker connects a coordinator.Coordinator to NATS: it applies heartbeats
+// and state reports, publishes quiesce events when the coordinator finds a
+// backend idle, and serves the admin service. One goroutine, the one running
+// Run, owns the coordinator.
+type Worker struct {
+	nc       *nats.Conn
+	cfg      WorkerConfig
+	subj     Subjects
+	log      *slog.Logger
+	now      func() time.Time
+	coord    *coordinator.Coordinator
+	defTO    time.Duration
+	incarn   string
+	msgs     chan *nats.Msg
+	calls    chan func()
+	ready    chan struct{}
+	stopping chan struct{}
+	stats    counters
+	rl       rateLog
+	buf      []byte // scratch for replies, owned by the loop
+
+	timer   *time.Timer
+	armed   bool
+	armedAt time.Time
+
+	subsMu sync.Mutex
+	subs   []*nats.Subscription
+	ran    bool
+}
+
+// NewWorker returns a Worker that will serve cfg on nc once Run is called.
+func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
+	if nc == nil {
+		return nil, errors.New("bus: NewWorker: nil connection")
+	}
+	if cfg.Subjects.prefix == "" {
+		cfg.Subjects = MustSubjects(DefaultPrefix)
+	}
+	if cfg.MaxTimeout <= 0 {
+		cfg.MaxTimeout = DefaultMaxTimeout
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.QueueLength <= 0 {
+		cfg.QueueLength = DefaultQueueLength
+	}
+	if cfg.Version == "" {
+		cfg.Version = "0.0.0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Policy.DefaultIdleTimeout > cfg.MaxTimeout {
+		return nil, fmt.Errorf("bus: default idle timeout %v exceeds the maximum %v", cfg.Policy.DefaultIdleTimeout, cfg.MaxTimeout)
+	}
+	log := cfg.Logger.With("component", "worker")
+	w := &Worker{
+		nc:       nc,
+		cfg:      cfg,
+		subj:     cfg.Subjects,
+		log:      log,
+		now:      cfg.Now,
+		coord:    coordinator.New(cfg.Policy),
+		defTO:    coordinator.ClampTimeout(cfg.Policy.DefaultIdleTimeout),
+		incarn:   nuid.Next(),
+		msgs:     make(chan *nats.Msg, cfg.QueueLength),
+		calls:    make(chan func()),
+		ready:    make(chan struct{}),
+		stopping: make(chan struct{}),
+		rl:       rateLog{logger: log, interval: time.Second},
+	}
+	return w, nil
+}
+
+// Ready is closed once Run has subscribed and the server has confirmed the
+// subscriptions.
+func (w *Worker) Ready() <-chan struct{} { return w.ready }
+
+// Stats returns a snapshot of the worker's counters. It is safe to call from
+// any goroutine.
+func (w *Worker) Stats() Stats {
+	s := Stats{
+		Heartbeats:    w.stats.heartbeats.Load(),
+		StateReports:  w.stats.stateReports.Load(),
+		PublishErrors: w.stats.publishErrors.Load(),
+		Quiesces:      make(map[string]uint64),
+		Rejected:      make(map[string]uint64),
+		Dropped:       w.stats.dropped.Load(),
+		Running:       w.stats.running.Load(),
+		Draining:      w.stats.draining.Load(),
+		Quiesced:      w.stats.quiesced.Load(),
+	}
+	for _, r := range []coordinator.Reason{coordinator.IdleTimeout, coordinator.Maintenance, coordinator.BrokerShutdown} {
+		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()
+	}
+	for r := range numRejects {
+		s.Rejected[r.String()] = w.stats.rejected[r].Load()
+	}
+	w.subsMu.Lock()
+	for _, sub := range w.subs {
+		if n, err := sub.Dropped(); err == nil && n > 0 {
+			s.Dropped += uint64(n)
+		}
+	}
+	w.subsMu.Unlock()
+	return s
+}
+
+// Run subscribes, serves until ctx is done, then shuts down gracefully: it
+// stops the admin service, unsubscribes, applies what was already queued and
+// flushes replies and events. It returns nil after a clean shutdown. Run may
+// be called once.
+func (w *Worker) Run(ctx context.Context) error {
+	w.subsMu.Lock()
+	if w.ran {
+		w.subsMu.Unlock()
+		return errors.New("bus: Worker.Run called twice")
+	}
+	w.ran = true
+	w.subsMu.Unlock()
+
+	svc, err := w.start()
+	if err != nil {
+		w.unsubscribe()
+		return err
+	}
+	w.timer = time.NewTimer(time.Hour)
+	w.timer.Stop()
+	defer w.timer.Stop()
+	w.publishGauges()
+	close(w.ready)
+	w.log.Info("worker ready", "prefix", w.subj.Prefix(), "default_timeout", w.defTO, "max_timeout", w.cfg.MaxTimeout)
+
+	for {
+		select {
+		case m := <-w.msgs:
+			w.handle(m)
+			w.handleQueued(batchSize)
+		case <-w.timer.C:
+			w.armed = false
+			w.fire()
+		case call := <-w.calls:
+			call()
+		case <-ctx.Done():
+			return w.shutdown(svc)
+		}
+		w.publishGauges()
+		w.rearm()
+	}
+}
+
+// start subscribes the data subjects and starts the admin service.
+func (w *Worker) start() (micro.Service, error) {
+	for _, subject := range []string{w.subj.Activity(">"), w.subj.State(">")} {
+		sub, err := w.nc.ChanSubscribe(subject, w.msgs)
+		if err != nil {
+			return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
+		}
+		w.subsMu.Lock()
+		w.subs = append(w.subs, sub)
+		w.subsMu.Unlock()
+	}
+	svc, err := micro.AddService(w.nc, micro.Config{
+		Name:         ServiceName,
+		Version:      w.cfg.Version,
+		Description:  "Decides when backends are idle and asks their brokers to drain them.",
+		StatsHandler: func(*micro.Endpoint) any { return w.Stats() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: admin service: %w", err)
+	}
+	g := svc.AddGroup(w.subj.AdminGroup())
+	for name, h := range map[string]micro.HandlerFunc{
+		"list": w.adminList, "quiesce": w.adminQuiesce, "get": w.adminGet,
+	} {
+		if err := g.AddEndpoint(name, h); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("bus: admin endpoint %s: %w", name, err)
+		}
+	}
+	if err := w.nc.FlushTimeout(5 * time.Second); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("bus: confirming subscriptions: %w", err)
+	}
+	return svc, nil
+}
+
+func (w *Worker) unsubscribe() {
+	w.subsMu.Lock()
+	defer w.subsMu.Unlock()
+	for _, sub := range w.subs {
+		// Keep the drop count: a closed subscription no longer reports it.
+		if n, err := sub.Dropped(); err == nil && n > 0 {
+			w.stats.dropped.Add(uint64(n))
+		}
+		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
+			w.log.Warn("unsubscribe", "subject", sub.Subject, "error", err)
+		}
+	}
+	w.subs = nil
+}
+
+func (w *Worker) shutdown(svc micro.Service) error {
+	close(w.stopping)
+	if err := svc.Stop(); err != nil {
+		w.log.Warn("stopping admin service", "error", err)
+	}
+	w.unsubscribe()
+	// The server answers a flush after it has processed our UNSUBs, so every
+	// message it routed to us before them is in w.msgs once Flush returns.
+	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
+		w.log.Warn("flush before final drain", "error", err)
+	}
+	n := len(w.msgs)
+	w.handleQueued(n)
+	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
+		w.log.Warn("final flush", "error", err)
+	}
+	w.publishGauges()
+	w.log.Info("worker stopped", "applied_after_stop", n, "backends", w.coord.Len())
+	return nil
+}
+
+// handleQueued handles up to n messages that are already queued.
+func (w *Worker) handleQueued(n int) {
+	for range n {
+		select {
+		case m := <-w.msgs:
+			w.handle(m)
+		default:
+			return
+		}
+	}
+}
+
+func (w *Worker) publishGauges() {
+	w.stats.running.Store(int64(w.coord.Count(coordinator.Running)))
+	w.stats.draining.Store(int64(w.coord.Count(coordinator.Draining)))
+	w.stats.quiesced.Store(int64(w.coord.Count(coordinator.Quiesced)))
+}
+
+// rearm points the single timer at the coordinator's next deadline.
+func (w *Worker) rearm() {
+	dl, ok := w.coord.NextDeadline()
+	if !ok {
+		if w.armed {
+			w.timer.Stop()
+			w.armed = false
+		}
+		return
+	}
+	if w.armed && dl.Equal(w.armedAt) {
+		return
+	}
+	w.timer.Reset(dl.Sub(w.now()))
+	w.armed, w.armedAt = true, dl
+}
+
+// fire publishes a quiesce for every backend due now.
+func (w *Worker) fire() {
+	now := w.now()
+	for _, d := range w.coord.CollectDue(now) {
+		w.emit(d, now)
+	}
+}
+
+// eventID names one emission: the worker's incarnation and the running
+// period's generation, which the coordinator never reuses.
+func (w *Worker) eventID(gen uint64) string {
+	return w.incarn + "-" + strconv.FormatUint(gen, 10)
+}
+
+func (w *Worker) emit(d coordinator.Due, now time.Time) {
+	ev := QuiesceEvent{
+		ID:                  w.eventID(d.Generation),
+		Key:                 d.Key,
+		Reason:              d.Reason.String(),
+		IdleForMS:           d.IdleFor.Milliseconds(),
+		ConfiguredTimeoutMS: d.ConfiguredTimeout.Milliseconds(),
+		At:                  now,
+	}
+	msg := &nats.Msg{
+		Subject: w.subj.Quiesce(d.Key),
+		Data:    ev.AppendJSON(make([]byte, 0, 192)),
+		Header:  nats.Header{HeaderMsgID: []string{ev.ID}},
+	}
+	if err := w.nc.PublishMsg(msg); err != nil {
+		w.stats.publishErrors.Add(1)
+		w.log.Error("publish quiesce", "backend", d.Key, "id", ev.ID, "error", err)
+		return
+	}
+	w.stats.quiesces[d.Reason].Add(1)
+	w.log.Debug("quiesce", "backend", d.Key, "id", ev.ID, "reason", ev.Reason, "idle_for", d.IdleFor)
+}
+
+func (w *Worker) handle(m *nats.Msg) {
+	if key, ok := w.subj.ActivityKey(m.Subject); ok {
+		w.onActivity(key, m)
+		return
+	}
+	if key, ok := w.subj.StateKey(m.Subject); ok {
+		w.onState(key, m)
+	}
+}
+
+func (w *Worker) onActivity(key string, m *nats.Msg) {
+	if err := ValidateKey(key); err != nil {
+		w.reject(m, rejectBadKey, err)
+		return
+	}
+	if len(m.Data) > w.cfg.MaxBody {
+		w.reject(m, rejectBadPayload, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadPayload, len(m.Data), w.cfg.MaxBody))
+		return
+	}
+	hb, err := ParseHeartbeat(m.Data)
+	if err != nil {
+		w.reject(m, rejectBadPayload, err)
+		return
+	}
+	timeout := w.defTO
+	if hb.HasTimeout {
+		if hb.Timeout > w.cfg.MaxTimeout {
+			w.reject(m, rejectTimeoutTooLarge, fmt.Errorf("%w: idle_timeout_ms %d exceeds the maximum %d",
+				ErrBadPayload, hb.Timeout.Milliseconds(), w.cfg.MaxTimeout.Milliseconds()))
+			return
+		}
+		timeout = coordinator.ClampTimeout(hb.Timeout)
+	}
+	if _, err := w.coord.MarkActivityWithTimeout(key, w.now(), timeout); err != nil {
+		w.reject(m, rejectFull, fmt.Errorf("%w: %d backends tracked", ErrFull, w.coord.Len()))
+		return
+	}
+	w.stats.heartbeats.Add(1)
+	if m.Reply != "" {
+		w.buf = appendHeartbeatReply(w.buf[:0], key, timeout)
+		w.respond(m.Reply, w.buf)
+	}
+}
+
+func (w *Worker) onState(key string, m *nats.Msg) {
+	if err := ValidateKey(key); err != nil {
+		w.reject(m, rejectBadKey, err)
+		return
+	}
+	if len(m.Data) > w.cfg.MaxBody {
+		w.reject(m, rejectBadPayload, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadPayload, len(m.Data), w.cfg.MaxBody))
+		return
+	}
+	rep, err := ParseStateReport(m.Data)
+	if err != nil {
+		w.reject(m, rejectBadPayload, err)
+		return
+	}
+	var known bool
+	switch rep.State {
+	case StateDraining:
+		known = w.coord.MarkDraining(key)
+	case StateQuiesced:
+		known = w.coord.MarkQuiesced(key)
+	case StateRemoved:
+		known = w.coord.Remove(key)
+	}
+	if !known {
+		w.reject(m, rejectUnknownBackend, fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key))
+		return
+	}
+	w.stats.stateReports.Add(1)
+	if m.Reply != "" {
+		b, _ := json.Marshal(StateReply{OK: true, Key: key, State: rep.State})
+		w.respond(m.Reply, b)
+	}
+}
+
+func (w *Worker) reject(m *nats.Msg, r rejectReason, err error) {
+	w.stats.rejected[r].Add(1)
+	w.rl.log(w.now(), r, m.Subject, err)
+	if m.Reply != "" {
+		w.respond(m.Reply, errorReply(err))
+	}
+}
+
+func (w *Worker) respond(reply string, data []byte) {
+	if err := w.nc.Publish(reply, data); err != nil {
+		w.stats.publishErrors.Add(1)
+		w.log.Warn("reply", "subject", reply, "error", err)
+	}
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (w *Worker) do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case w.calls <- func() { f(); close(done) }:
+		<-done
+		return nil
+	case <-w.stopping:
+		return ErrShuttingDown
+	}
+}
+
+func (w *Worker) adminError(req micro.Request, code string, r rejectReason, err error) {
+	if r >= 0 {
+		w.stats.rejected[r].Add(1)
+	}
+	if rerr := req.Error(code, err.Error(), errorReply(err)); rerr != nil {
+		w.log.Warn("admin reply", "error", rerr)
+	}
+}
+
+func (w *Worker) adminReply(req micro.Request, v any) {
+	b, err := json.Marshal(v)
+	if err == nil && int64(len(b)) > w.nc.MaxPayload() {
+		err = fmt.Errorf("bus: reply of %d bytes exceeds the server's max payload; narrow match or lower limit", len(b))
+	}
+	if err != nil {
+		w.adminError(req, "500", -1, err)
+		return
+	}
+	if rerr := req.Respond(b); rerr != nil {
+		w.log.Warn("admin reply", "error", rerr)
+	}
+}
+
+func info(b coordinator.Backend) BackendInfo {
+	return BackendInfo{Key: b.Key, State: b.State.String(), IdleForMS: b.IdleFor.Milliseconds(), IdleTimeoutMS: b.IdleTimeout.Milliseconds()}
+}
+
+func (w *Worker) adminList(req micro.Request) {
+	lr, pat, err := ParseListRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	reply := ListReply{OK: true, Backends: []BackendInfo{}}
+	err = w.do(func() {
+		bs, total := w.coord.List(w.now(), pat.Match, lr.Limit)
+		for _, b := range bs {
+			reply.Backends = append(reply.Backends, info(b))
+		}
+		reply.Total, reply.Truncated = total, total > len(bs)
+	})
+	if err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	w.adminReply(req, reply)
+}
+
+func (w *Worker) adminGet(req micro.Request) {
+	key, err := ParseGetRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	var b coordinator.Backend
+	var found bool
+	if err := w.do(func() { b, found = w.coord.Get(key, w.now()) }); err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	if !found {
+		w.adminError(req, "404", rejectUnknownBackend, fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key))
+		return
+	}
+	w.adminReply(req, GetReply{OK: true, Backend: info(b)})
+}
+
+func (w *Worker) adminQuiesce(req micro.Request) {
+	pat, reason, err := ParseQuiesceRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	var n int
+	err = w.do(func() {
+		now := w.now()
+		var due []coordinator.Due
+		if pat.Literal() {
+			if d, ok := w.coord.Quiesce(pat.String(), now, reason); ok {
+				due = append(due, d)
+			}
+		} else {
+			due = w.coord.QuiesceMatching(now, reason, pat.Match)
+		}
+		for _, d := range due {
+			w.emit(d, now)
+		}
+		n = len(due)
+		if n > 0 {
+			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
+		}
+	})
+	if err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	w.adminReply(req, QuiesceReply{OK: true, Quiesced: n})
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/idle-worker/idle-worker/bus"
+)
+
+// envPrefix prefixes every environment variable: IDLE_NATS_URL and so on.
+const envPrefix = "IDLE"
+
+// config is the service's whole configuration, read from the environment.
+// Keep the README's table in step with it.
+type config struct {
+	NATSURL             string        `envconfig:"NATS_URL"`
+	EmbeddedListen      string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222"`
+	EmbeddedStoreDir    string        `envconfig:"EMBEDDED_STORE_DIR"`
+	EmbeddedAllowRemote bool          `envconfig:"EMBEDDED_ALLOW_REMOTE" default:"false"`
+	SubjectPrefix       string        `envconfig:"SUBJECT_PREFIX" default:"idle"`
+	DefaultTimeout      time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s"`
+	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h"`
+	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000"`
+	MaxBody             int           `envconfig:"MAX_BODY" default:"4096"`
+	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536"`
+	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s"`
+	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
+	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info"`
+	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text"`
+}
+
+// configError is a bad configuration value; the process exits with status 2.
+type configError struct {
+	Var string // full variable name, such as IDLE_MAX_TIMEOUT
+	Msg string
+}
+
+func (e *configError) Error() string { return e.Var + ": " + e.Msg }
+
+func bad(name, format string, a ...any) error {
+	return &configError{Var: envPrefix + "_" + name, Msg: fmt.Sprintf(format, a...)}
+}
+
+// loadConfig reads and validates the environment.
+func loadConfig() (config, error) {
+	var c config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		var pe *envconfig.ParseError
+		if errors.As(err, &pe) {
+			return c, &configError{Var: pe.KeyName, Msg: fmt.Sprintf("cannot parse %q as %s: %v", pe.Value, pe.TypeName, pe.Err)}
+		}
+		return c, err
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	if c.NATSURL == "" {
+		host, port, err := net.SplitHostPort(c.EmbeddedListen)
+		if err != nil {
+			return bad("EMBEDDED_LISTEN", "want host:port: %v", err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad("EMBEDDED_LISTEN", "port %q is not a number in 0..65535", port)
+		}
+		if !c.EmbeddedAllowRemote && !isLoopback(host) {
+			return bad("EMBEDDED_LISTEN", "%q is not a loopback address; the embedded server has no authentication, so set IDLE_EMBEDDED_ALLOW_REMOTE=true to expose it anyway", host)
+		}
+	}
+	if _, err := bus.NewSubjects(c.SubjectPrefix); err != nil || c.SubjectPrefix == "" {
+		return bad("SUBJECT_PREFIX", "%q is not one or more literal subject tokens", c.SubjectPrefix)
+	}
+	switch {
+	case c.DefaultTimeout < 0:
+		return bad("DEFAULT_TIMEOUT", "%v is negative", c.DefaultTimeout)
+	case c.MaxTimeout <= 0:
+		return bad("MAX_TIMEOUT", "%v must be positive", c.MaxTimeout)
+	case c.DefaultTimeout > c.MaxTimeout:
+		return bad("DEFAULT_TIMEOUT", "%v exceeds IDLE_MAX_TIMEOUT %v", c.DefaultTimeout, c.MaxTimeout)
+	case c.MaxBackends < 0:
+		return bad("MAX_BACKENDS", "%d is negative (0 means no limit)", c.MaxBackends)
+	case c.MaxBody < 2:
+		return bad("MAX_BODY", "%d bytes is too small", c.MaxBody)
+	case c.QueueLength < 1:
+		return bad("QUEUE_LENGTH", "%d must be at least 1", c.QueueLength)
+	case c.ConnectTimeout <= 0:
+		return bad("CONNECT_TIMEOUT", "%v must be positive", c.ConnectTimeout)
+	case c.ShutdownTimeout <= 0:
+		return bad("SHUTDOWN_TIMEOUT", "%v must be positive", c.ShutdownTimeout)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return bad("LOG_LEVEL", "%v", err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return bad("LOG_FORMAT", "%q is not text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// newLogger builds the process's one slog handler from the configuration.
+func newLogger(c config, w io.Writer) (*slog.Logger, error) {
+	level, err := parseLevel(c.LogLevel)
+	if err != nil {
+		return nil, bad("LOG_LEVEL", "%v", err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return slog.New(slog.NewTextHandler(w, opts)), nil
+}

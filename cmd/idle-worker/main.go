@@ -1,0 +1,47 @@
+// Command idle-worker runs the idle-worker service: it watches backend
+// heartbeats on NATS and asks brokers to drain backends that went idle.
+//
+// It is configured entirely from IDLE_* environment variables (see the
+// README). With IDLE_NATS_URL empty it starts an embedded nats-server with
+// JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222), so it runs alone.
+//
+// Exit status: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
+// service fails, 2 when the configuration is bad.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is the service version reported by the admin micro service. It
+// must be a semantic version; the Makefile may override it with -ldflags.
+var version = "0.1.0"
+
+func main() {
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
+		os.Exit(2)
+	}
+	logger, err := newLogger(cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, logger); err != nil {
+		logger.Error("idle-worker failed", "error", err)
+		stop()
+		var ce *configError
+		if errors.As(err, &ce) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}

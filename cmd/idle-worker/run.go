@@ -1,0 +1,183 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	neturl "net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// run starts the service and blocks until ctx is done, then shuts down within
+// cfg.ShutdownTimeout. It returns nil after a clean shutdown.
+func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	url := cfg.NATSURL
+	if url == "" {
+		srv, cleanup, err := startEmbedded(cfg, logger)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		url = srv.ClientURL()
+	}
+
+	nc, closed, err := connect(url, cfg, logger)
+	if err != nil {
+		return err
+	}
+	subjects, err := bus.NewSubjects(cfg.SubjectPrefix)
+	if err != nil {
+		nc.Close()
+		return bad("SUBJECT_PREFIX", "%v", err)
+	}
+	w, err := bus.NewWorker(nc, bus.WorkerConfig{
+		Subjects:    subjects,
+		Policy:      coordinator.Policy{DefaultIdleTimeout: cfg.DefaultTimeout, MaxBackends: cfg.MaxBackends},
+		MaxTimeout:  cfg.MaxTimeout,
+		MaxBody:     cfg.MaxBody,
+		QueueLength: cfg.QueueLength,
+		Version:     version,
+		Logger:      logger,
+	})
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	runErr := w.Run(ctx)
+
+	// Drain the connection: pending publishes are flushed before it closes.
+	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		logger.Warn("drain connection", "error", err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(cfg.ShutdownTimeout):
+		logger.Warn("connection did not drain in time; closing", "timeout", cfg.ShutdownTimeout)
+		nc.Close()
+	}
+	if runErr != nil {
+		return runErr
+	}
+	logger.Info("idle-worker stopped")
+	return nil
+}
+
+// connect dials NATS once, bounded by cfg.ConnectTimeout; after that first
+// success it reconnects for ever.
+func connect(url string, cfg config, logger *slog.Logger) (*nats.Conn, <-chan struct{}, error) {
+	log := logger.With("component", "nats")
+	closed := make(chan struct{})
+	var disconnectedAt time.Time
+	nc, err := nats.Connect(url,
+		nats.Name("idle-worker"),
+		nats.Timeout(cfg.ConnectTimeout),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			disconnectedAt = time.Now()
+			if err != nil { // nil when we close the connection ourselves
+				log.Warn("disconnected from NATS", "error", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted(), "outage", time.Since(disconnectedAt).Round(time.Millisecond))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS error", "subject", subject, "error", err)
+		}),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(url), err)
+	}
+	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	return nc, closed, nil
+}
+
+// redact hides user information in a comma-separated list of NATS URLs, for
+// logs and errors.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		u, err := neturl.Parse(strings.TrimSpace(p))
+		if err != nil {
+			parts[i] = "(unparseable URL)"
+			continue
+		}
+		if u.User != nil {
+			u.User = neturl.User("redacted")
+		}
+		parts[i] = u.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+// startEmbedded starts the embedded nats-server with JetStream.
+func startEmbedded(cfg config, logger *slog.Logger) (*server.Server, func(), error) {
+	host, portStr, _ := net.SplitHostPort(cfg.EmbeddedListen)
+	port, _ := strconv.Atoi(portStr)
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	dir, removeDir := cfg.EmbeddedStoreDir, false
+	if dir == "" {
+		d, err := os.MkdirTemp("", "idle-worker-js-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("embedded nats-server: store dir: %w", err)
+		}
+		dir, removeDir = d, true
+	}
+	opts := &server.Options{
+		ServerName: "idle-worker-embedded",
+		Host:       host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+	}
+	srv, err := server.NewServer(opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	log := logger.With("component", "nats-server")
+	srv.SetLoggerV2(serverLog{log}, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		return nil, nil, fmt.Errorf("embedded nats-server: not ready to accept connections on %s within 10s", cfg.EmbeddedListen)
+	}
+	log.Info("embedded nats-server listening", "url", srv.ClientURL(), "store_dir", dir)
+	cleanup := func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		if removeDir {
+			_ = os.RemoveAll(dir)
+		}
+	}
+	return srv, cleanup, nil
+}
+
+// serverLog adapts slog to nats-server's Logger.
+type serverLog struct{ l *slog.Logger }
+
+func (s serverLog) Noticef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) } // its banner is noise at info
+func (s serverLog) Warnf(f string, a ...any)   { s.l.Warn(fmt.Sprintf(f, a...)) }
+func (s serverLog) Fatalf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s serverLog) Errorf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s serverLog) Debugf(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s serverLog) Tracef(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }

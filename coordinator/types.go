@@ -1,0 +1,117 @@
+package coordinator
+
+import (
+	"errors"
+	"time"
+)
+
+// MinTimeout is the smallest idle timeout the model keeps: a timeout of zero
+// or less clamps to it.
+const MinTimeout = time.Millisecond
+
+// DefaultIdleTimeout is the idle timeout of DefaultPolicy.
+const DefaultIdleTimeout = 30 * time.Second
+
+// ErrFull is returned by MarkActivity for a new key when the Coordinator
+// already tracks Policy.MaxBackends backends. Tracked keys keep working.
+var ErrFull = errors.New("coordinator: backend limit reached")
+
+// State is the lifecycle state of a tracked backend.
+type State uint8
+
+// The states a backend moves through. A backend is Running from its first
+// activity until it is found idle (or forced to drain), then Draining until
+// its broker reports it Quiesced or Removed, or fresh activity re-arms it.
+const (
+	Running State = iota + 1
+	Draining
+	Quiesced
+)
+
+var stateNames = [...]string{Running: "running", Draining: "draining", Quiesced: "quiesced"}
+
+// String returns the wire name of s ("running", "draining", "quiesced").
+func (s State) String() string {
+	if int(s) < len(stateNames) && stateNames[s] != "" {
+		return stateNames[s]
+	}
+	return "unknown"
+}
+
+// Reason says why a backend was asked to drain.
+type Reason uint8
+
+// The reasons for a quiesce.
+const (
+	IdleTimeout Reason = iota + 1
+	BrokerShutdown
+	Maintenance
+)
+
+var reasonNames = [...]string{IdleTimeout: "idle_timeout", BrokerShutdown: "broker_shutdown", Maintenance: "maintenance"}
+
+// String returns the wire name of r ("idle_timeout", "broker_shutdown",
+// "maintenance").
+func (r Reason) String() string {
+	if int(r) < len(reasonNames) && reasonNames[r] != "" {
+		return reasonNames[r]
+	}
+	return "unknown"
+}
+
+// Policy holds the settings of a Coordinator.
+type Policy struct {
+	// DefaultIdleTimeout applies to activity that names no timeout of its
+	// own. Zero or less clamps to MinTimeout.
+	DefaultIdleTimeout time.Duration
+	// MaxBackends bounds the number of tracked keys; 0 means no bound.
+	MaxBackends int
+}
+
+// DefaultPolicy returns a Policy with a 30 s default idle timeout and no
+// bound on the number of backends.
+func DefaultPolicy() Policy {
+	return Policy{DefaultIdleTimeout: DefaultIdleTimeout}
+}
+
+// Due is a backend that must be drained, as returned by CollectDue and the
+// Quiesce methods. The backend has already been moved to Draining.
+type Due struct {
+	Key string
+	// IdleFor is how long the backend had been idle when it was collected.
+	IdleFor time.Duration
+	// ConfiguredTimeout is the backend's idle timeout.
+	ConfiguredTimeout time.Duration
+	Reason            Reason
+	// Deadline is when the backend became (or would have become) idle:
+	// last activity + timeout.
+	Deadline time.Time
+	// Generation identifies the running period that ended: it changes each
+	// time the backend becomes Running, so (Key, Generation) names one
+	// emission.
+	Generation uint64
+}
+
+// Backend is a read-only snapshot of one tracked backend.
+type Backend struct {
+	Key         string
+	State       State
+	LastActive  time.Time
+	IdleFor     time.Duration
+	IdleTimeout time.Duration
+	Generation  uint64
+}
+
+// Change reports what a MarkActivity call changed, as a bit set. A plain
+// refresh of a running backend returns 0.
+type Change uint8
+
+// The bits of a Change.
+const (
+	// Added: the key was not tracked before.
+	Added Change = 1 << iota
+	// Rearmed: the backend was Draining or Quiesced and is Running again.
+	Rearmed
+	// TimeoutChanged: the backend's idle timeout differs from before.
+	TimeoutChanged
+)
