@@ -13,7 +13,6 @@ const (
 	MaxKeyTokens = 16
 )
 
-
 // ValidateKey checks a backend key K, the tail of P.activity.K: 1 to
 // MaxKeyTokens dot-separated tokens, at most MaxKeyBytes bytes of printable
 // ASCII (0x21 to 0x7e), no empty token, and no token that is exactly "*" or
