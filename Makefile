@@ -1,0 +1,48 @@
+# idle-worker. `make run` starts the worker (embedded NATS on 127.0.0.1:4222);
+# `make test` is the test command the README and .ci/run use.
+
+GO      ?= go
+VERSION ?= 0.1.0
+BIN     := bin/idle-worker
+# The Dockerfile runs `make build`, so the image is built exactly this way.
+LDFLAGS := -s -w -X main.version=$(VERSION)
+PKGS    := ./...
+FUZZTIME ?= 10s
+
+.PHONY: build run test bench fmt lint check-imports fuzz clean
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/idle-worker
+
+run: build
+	./$(BIN)
+
+test: lint
+	$(GO) test -race -count=1 -timeout 20m $(PKGS)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./coordinator ./bus
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+lint: check-imports
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# The coordinator must stay a pure model: standard library only, no I/O,
+# no sync, no goroutines.
+check-imports:
+	@bad=$$($(GO) list -f '{{join .Imports "\n"}}' ./coordinator | grep -Ev '^(errors|fmt|math|slices|sort|maps|strings|time|container/.*)$$' || true); \
+	if [ -n "$$bad" ]; then echo "coordinator imports more than it may: $$bad"; exit 1; fi
+
+# Each fuzzer for FUZZTIME; the seed corpora in testdata/ run in `make test`.
+fuzz:
+	@for pkg in ./bus ./coordinator; do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin
