@@ -2,6 +2,7 @@ package bus
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -9,6 +10,10 @@ import (
 // maxTimeoutMS is the largest idle_timeout_ms whose time.Duration fits in an
 // int64.
 const maxTimeoutMS = int64(1<<63-1) / int64(time.Millisecond)
+
+// errTimeoutOverflow marks an idle_timeout_ms too large for a time.Duration,
+// so the worker can count it with the other too-large timeouts.
+var errTimeoutOverflow = errors.New("exceeds the largest duration")
 
 // Heartbeat is a decoded P.activity.K body.
 type Heartbeat struct {
@@ -89,7 +94,7 @@ func parseTimeoutMS(v []byte) (int64, error) {
 			return 0, fmt.Errorf("%w: idle_timeout_ms must be an integer, got %.40s", ErrBadPayload, v)
 		}
 		if n > (maxTimeoutMS-int64(c-'0'))/10 {
-			return 0, fmt.Errorf("%w: idle_timeout_ms %.40s is out of range", ErrBadPayload, v)
+			return 0, fmt.Errorf("%w: idle_timeout_ms %.40s %w", ErrBadPayload, v, errTimeoutOverflow)
 		}
 		n = n*10 + int64(c-'0')
 	}

@@ -70,7 +70,7 @@ type Pattern struct {
 // ErrBadKey.
 func ParsePattern(s string) (Pattern, error) {
 	if err := validateTokens(s, MaxKeyTokens, true); err != nil {
-		return Pattern{}, fmt.Errorf("pattern: %w", err)
+		return Pattern{}, err
 	}
 	lit := ValidateKey(s) == nil
 	return Pattern{raw: s, literal: lit}, nil

@@ -25,7 +25,7 @@ type StateReport struct {
 // Unknown members are ignored. Errors wrap ErrBadPayload.
 func ParseStateReport(body []byte) (StateReport, error) {
 	var r StateReport
-	if err := decodeObject(body, &r, "state report"); err != nil {
+	if err := decodeObject(body, "state report", member{"state", &r.State}); err != nil {
 		return StateReport{}, err
 	}
 	switch r.State {
@@ -74,7 +74,11 @@ func (e QuiesceEvent) AppendJSON(b []byte) []byte {
 // members are present and its reason is known. Errors wrap ErrBadPayload.
 func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 	var e QuiesceEvent
-	if err := decodeObject(body, &e, "quiesce event"); err != nil {
+	err := decodeObject(body, "quiesce event",
+		member{"id", &e.ID}, member{"key", &e.Key}, member{"reason", &e.Reason},
+		member{"idle_for_ms", &e.IdleForMS}, member{"configured_timeout_ms", &e.ConfiguredTimeoutMS},
+		member{"at", &e.At})
+	if err != nil {
 		return QuiesceEvent{}, err
 	}
 	switch {
@@ -84,6 +88,9 @@ func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event key: %w", ErrBadPayload, ValidateKey(e.Key))
 	case e.At.IsZero():
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event needs \"at\"", ErrBadPayload)
+	case e.At.UTC().Year() < 0 || e.At.UTC().Year() > 9999:
+		// RFC 3339 has four-digit years; AppendJSON could not write it back.
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event \"at\" is out of range in UTC", ErrBadPayload)
 	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0:
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative durations", ErrBadPayload)
 	}
@@ -188,7 +195,7 @@ type ErrorReply struct {
 func ParseListRequest(body []byte) (ListRequest, Pattern, error) {
 	var r ListRequest
 	if len(trimSpace(body)) > 0 {
-		if err := decodeObject(body, &r, "list request"); err != nil {
+		if err := decodeObject(body, "list request", member{"match", &r.Match}, member{"limit", &r.Limit}); err != nil {
 			return ListRequest{}, Pattern{}, err
 		}
 	}
@@ -212,7 +219,7 @@ func ParseListRequest(body []byte) (ListRequest, Pattern, error) {
 // ErrBadPayload or ErrBadKey.
 func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
 	var r QuiesceRequest
-	if err := decodeObject(body, &r, "quiesce request"); err != nil {
+	if err := decodeObject(body, "quiesce request", member{"match", &r.Match}, member{"reason", &r.Reason}); err != nil {
 		return Pattern{}, 0, err
 	}
 	if r.Match == "" {
@@ -237,7 +244,7 @@ func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
 // ErrBadPayload or ErrBadKey.
 func ParseGetRequest(body []byte) (string, error) {
 	var r GetRequest
-	if err := decodeObject(body, &r, "get request"); err != nil {
+	if err := decodeObject(body, "get request", member{"key", &r.Key}); err != nil {
 		return "", err
 	}
 	if err := ValidateKey(r.Key); err != nil {
@@ -246,15 +253,35 @@ func ParseGetRequest(body []byte) (string, error) {
 	return r.Key, nil
 }
 
-// decodeObject decodes a JSON object into v, ignoring unknown members and
-// rejecting trailing data (json.Unmarshal does).
-func decodeObject(body []byte, v any, what string) error {
+// member names one member of a JSON object and where decodeObject puts its
+// value.
+type member struct {
+	name string
+	dst  any
+}
+
+// decodeObject decodes a JSON object member by member, ignoring unknown
+// members and rejecting trailing data (json.Unmarshal does). Names match
+// exactly, as in ParseHeartbeat: decoding into a struct would match them
+// case-insensitively, so {"STATE":"removed"} would count as "state". A
+// repeated member's last value wins.
+func decodeObject(body []byte, what string, members ...member) error {
 	b := trimSpace(body)
 	if len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf("%w: %s must be a JSON object", ErrBadPayload, what)
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
 		return fmt.Errorf("%w: %s: %w", ErrBadPayload, what, err)
+	}
+	for _, m := range members {
+		v, ok := raw[m.name]
+		if !ok {
+			continue
+		}
+		if err := json.Unmarshal(v, m.dst); err != nil {
+			return fmt.Errorf("%w: %s: member %q: %w", ErrBadPayload, what, m.name, err)
+		}
 	}
 	return nil
 }

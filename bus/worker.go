@@ -30,10 +30,12 @@ const (
 // at its timer and admin calls again.
 const batchSize = 256
 
-// WorkerConfig configures a Worker. The zero value of every field but
-// Subjects selects a default.
+// WorkerConfig configures a Worker. A zero field selects its default, except
+// Policy, whose zero DefaultIdleTimeout clamps to 1 ms as everywhere in the
+// model: start from coordinator.DefaultPolicy().
 type WorkerConfig struct {
-	// Subjects is the wire contract to serve (see NewSubjects).
+	// Subjects is the wire contract to serve (see NewSubjects; default
+	// prefix DefaultPrefix).
 	Subjects Subjects
 	// Policy is the coordinator's policy (default timeout, backend limit).
 	Policy coordinator.Policy
@@ -247,17 +249,12 @@ func (w *Worker) start() (micro.Service, error) {
 	return svc, nil
 }
 
+// unsubscribe drops the subscriptions at once, when start fails.
 func (w *Worker) unsubscribe() {
 	w.subsMu.Lock()
 	defer w.subsMu.Unlock()
 	for _, sub := range w.subs {
-		// Keep the drop count: a closed subscription no longer reports it.
-		if n, err := sub.Dropped(); err == nil && n > 0 {
-			w.stats.dropped.Add(uint64(n))
-		}
-		if err := sub.Unsubscribe(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrBadSubscription) {
-			w.log.Warn("unsubscribe", "subject", sub.Subject, "error", err)
-		}
+		_ = sub.Unsubscribe()
 	}
 	w.subs = nil
 }
@@ -267,14 +264,7 @@ func (w *Worker) shutdown(svc micro.Service) error {
 	if err := svc.Stop(); err != nil {
 		w.log.Warn("stopping admin service", "error", err)
 	}
-	w.unsubscribe()
-	// The server answers a flush after it has processed our UNSUBs, so every
-	// message it routed to us before them is in w.msgs once Flush returns.
-	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
-		w.log.Warn("flush before final drain", "error", err)
-	}
-	n := len(w.msgs)
-	w.handleQueued(n)
+	n := w.drainSubscriptions(2 * time.Second)
 	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
 		w.log.Warn("final flush", "error", err)
 	}
@@ -283,16 +273,60 @@ func (w *Worker) shutdown(svc micro.Service) error {
 	return nil
 }
 
-// handleQueued handles up to n messages that are already queued.
-func (w *Worker) handleQueued(n int) {
-	for range n {
+// drainSubscriptions drains the data subscriptions: the server stops
+// routing to them, and every message it routed before is applied here. (A
+// plain Unsubscribe would make the client drop messages still in flight.)
+// It returns how many messages it applied and gives up after timeout.
+func (w *Worker) drainSubscriptions(timeout time.Duration) int {
+	w.subsMu.Lock()
+	subs := w.subs
+	w.subs = nil
+	w.subsMu.Unlock()
+	var closed []<-chan nats.SubStatus
+	for _, sub := range subs {
+		if n, err := sub.Dropped(); err == nil && n > 0 {
+			w.stats.dropped.Add(uint64(n))
+		}
+		ch := sub.StatusChanged(nats.SubscriptionClosed)
+		if err := sub.Drain(); err != nil {
+			w.log.Warn("drain subscription", "subject", sub.Subject, "error", err)
+			_ = sub.Unsubscribe()
+			continue
+		}
+		closed = append(closed, ch)
+	}
+	n := 0
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	for _, ch := range closed {
+		for done := false; !done; {
+			select {
+			case <-ch:
+				done = true
+			case m := <-w.msgs:
+				w.handle(m)
+				n++
+			case <-timer.C:
+				w.log.Warn("subscriptions did not drain in time", "timeout", timeout)
+				return n + w.handleQueued(len(w.msgs))
+			}
+		}
+	}
+	return n + w.handleQueued(len(w.msgs))
+}
+
+// handleQueued handles up to n messages that are already queued and returns
+// how many it handled.
+func (w *Worker) handleQueued(n int) int {
+	for i := range n {
 		select {
 		case m := <-w.msgs:
 			w.handle(m)
 		default:
-			return
+			return i
 		}
 	}
+	return n
 }
 
 func (w *Worker) publishGauges() {
@@ -376,7 +410,11 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 	}
 	hb, err := ParseHeartbeat(m.Data)
 	if err != nil {
-		w.reject(m, rejectBadPayload, err)
+		r := rejectBadPayload
+		if errors.Is(err, errTimeoutOverflow) {
+			r = rejectTimeoutTooLarge
+		}
+		w.reject(m, r, err)
 		return
 	}
 	timeout := w.defTO

@@ -73,6 +73,19 @@ func addSat(a, b int64) int64 {
 	return a + b
 }
 
+// idleSince returns t - last, saturating at zero when t is earlier and at
+// math.MaxInt64 when the difference does not fit (times more than 292 years
+// apart), as time.Time.Sub does.
+func idleSince(t, last int64) int64 {
+	if t <= last {
+		return 0
+	}
+	if last < 0 && t > math.MaxInt64+last {
+		return math.MaxInt64
+	}
+	return t - last
+}
+
 // MarkActivity records activity of key at now with the policy's default
 // timeout. See MarkActivityWithTimeout.
 func (c *Coordinator) MarkActivity(key string, now time.Time) (Change, error) {
@@ -175,8 +188,9 @@ func (c *Coordinator) CollectDue(now time.Time) []Due {
 		if e.due > t {
 			break
 		}
-		if dl := e.deadline(); dl > t {
-			// Stale lower bound: the backend was refreshed since.
+		if dl := e.deadline(); dl != e.due {
+			// Stale lower bound: the backend was refreshed since. Re-key it
+			// even when it is due, so backends come out in deadline order.
 			e.due = dl
 			c.down(0)
 			continue
@@ -192,10 +206,7 @@ func (c *Coordinator) drain(e *entry, t int64, r Reason) Due {
 	c.counts[Running]--
 	c.counts[Draining]++
 	e.state = Draining
-	idle := t - e.last
-	if idle < 0 {
-		idle = 0
-	}
+	idle := idleSince(t, e.last)
 	return Due{
 		Key:               e.key,
 		IdleFor:           time.Duration(idle),
@@ -264,10 +275,7 @@ func (c *Coordinator) Get(key string, now time.Time) (Backend, bool) {
 }
 
 func (c *Coordinator) snapshot(e *entry, t int64) Backend {
-	idle := t - e.last
-	if idle < 0 {
-		idle = 0
-	}
+	idle := idleSince(t, e.last)
 	return Backend{
 		Key:         e.key,
 		State:       e.state,

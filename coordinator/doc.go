@@ -21,8 +21,10 @@
 // time.Now(), whose monotonic reading makes every interval immune to wall-clock
 // steps; tests pass a fixed t0 advanced with t0.Add(d). Internally each time is
 // kept as nanoseconds since the first time the Coordinator was given, which
-// keeps entries small. Idle time saturates at zero when now is earlier than the
-// last activity.
+// keeps entries small; times are exact within about 292 years of it, and a
+// deadline beyond that (a timeout of math.MaxInt64, say) reads as that limit:
+// late, never wrapped into the past. Idle time saturates at zero when now is
+// earlier than the last activity.
 //
 // # Timeouts
 //

@@ -155,11 +155,22 @@ func startEmbedded(cfg config, logger *slog.Logger) (*server.Server, func(), err
 		return nil, nil, fmt.Errorf("embedded nats-server: %w", err)
 	}
 	log := logger.With("component", "nats-server")
-	srv.SetLoggerV2(serverLog{log}, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	fatal := make(chan error, 1)
+	srv.SetLoggerV2(serverLog{l: log, fatal: fatal}, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
 	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		return nil, nil, fmt.Errorf("embedded nats-server: not ready to accept connections on %s within 10s", cfg.EmbeddedListen)
+	// Wait for readiness, but stop at once on a fatal error such as a port
+	// already in use.
+	for deadline := time.Now().Add(10 * time.Second); !srv.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case err := <-fatal:
+			srv.Shutdown()
+			return nil, nil, fmt.Errorf("embedded nats-server on %s: %w", cfg.EmbeddedListen, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			srv.Shutdown()
+			return nil, nil, fmt.Errorf("embedded nats-server: not ready to accept connections on %s within 10s", cfg.EmbeddedListen)
+		}
 	}
 	log.Info("embedded nats-server listening", "url", srv.ClientURL(), "store_dir", dir)
 	cleanup := func() {
@@ -172,12 +183,23 @@ func startEmbedded(cfg config, logger *slog.Logger) (*server.Server, func(), err
 	return srv, cleanup, nil
 }
 
-// serverLog adapts slog to nats-server's Logger.
-type serverLog struct{ l *slog.Logger }
+// serverLog adapts slog to nats-server's Logger. Fatal errors also go to
+// fatal, without blocking, so startEmbedded can fail fast.
+type serverLog struct {
+	l     *slog.Logger
+	fatal chan<- error
+}
 
 func (s serverLog) Noticef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) } // its banner is noise at info
 func (s serverLog) Warnf(f string, a ...any)   { s.l.Warn(fmt.Sprintf(f, a...)) }
-func (s serverLog) Fatalf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
-func (s serverLog) Errorf(f string, a ...any)  { s.l.Error(fmt.Sprintf(f, a...)) }
-func (s serverLog) Debugf(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }
-func (s serverLog) Tracef(f string, a ...any)  { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s serverLog) Fatalf(f string, a ...any) {
+	msg := fmt.Sprintf(f, a...)
+	s.l.Error(msg)
+	select {
+	case s.fatal <- errors.New(msg):
+	default:
+	}
+}
+func (s serverLog) Errorf(f string, a ...any) { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s serverLog) Debugf(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
+func (s serverLog) Tracef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }

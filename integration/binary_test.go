@@ -1,0 +1,472 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/idle-worker/idle-worker/bus"
+)
+
+// built is the idle-worker binary that TestMain builds once per process.
+var built struct {
+	path   string
+	output string
+	err    error
+}
+
+func TestMain(m *testing.M) {
+	stalls.start()
+	// Build before any test runs, so the compiler does not compete with the
+	// timing tests for the CPU.
+	dir, err := os.MkdirTemp("", "idle-worker-bin-")
+	if err != nil {
+		built.err = err
+	} else {
+		built.path, built.output, built.err = buildBinary(dir)
+	}
+	code := m.Run()
+	if dir != "" {
+		_ = os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+// buildBinary builds ./cmd/idle-worker of this module into dir.
+func buildBinary(dir string) (string, string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return "", "", fmt.Errorf("the go command is needed to build idle-worker: %w", err)
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		return "", "", err
+	}
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		return "", "", fmt.Errorf("module root: %w", err)
+	}
+	out := filepath.Join(dir, "idle-worker")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", out, "./cmd/idle-worker")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		return "", string(b), fmt.Errorf("go build ./cmd/idle-worker: %w", err)
+	}
+	return out, string(b), nil
+}
+
+// proc is a running idle-worker process.
+type proc struct {
+	cmd     *exec.Cmd
+	stdout  *syncBuffer
+	stderr  *syncBuffer
+	done    chan struct{} // closed when the process has exited
+	waitErr error         // valid once done is closed
+	started time.Time
+	tmpDir  string // the process's TMPDIR
+}
+
+// startBinary runs the idle-worker binary with a controlled environment:
+// PATH, HOME, a TMPDIR of the test's own, a few IDLE_* defaults for fast and
+// readable tests, and env on top. It kills the process when the test ends
+// and prints its output when the test failed.
+func startBinary(t *testing.T, env map[string]string) *proc {
+	t.Helper()
+	if built.err != nil {
+		t.Fatalf("building idle-worker: %v\n%s", built.err, built.output)
+	}
+	tmpDir := t.TempDir()
+	vars := map[string]string{
+		"PATH":                  os.Getenv("PATH"),
+		"HOME":                  os.Getenv("HOME"),
+		"TMPDIR":                tmpDir,
+		"IDLE_LOG_LEVEL":        "info",
+		"IDLE_LOG_FORMAT":       "text",
+		"IDLE_CONNECT_TIMEOUT":  "2s",
+		"IDLE_SHUTDOWN_TIMEOUT": "3s",
+	}
+	for k, v := range env {
+		vars[k] = v
+	}
+	cmd := exec.Command(built.path)
+	for k, v := range vars {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	p := &proc{cmd: cmd, stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan struct{}), tmpDir: tmpDir}
+	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start idle-worker: %v", err)
+	}
+	p.started = time.Now()
+	go func() {
+		p.waitErr = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = cmd.Process.Kill()
+			select {
+			case <-p.done:
+			case <-time.After(bound):
+				t.Errorf("idle-worker (pid %d) still running %v after SIGKILL", cmd.Process.Pid, bound)
+			}
+		}
+		if t.Failed() {
+			t.Logf("idle-worker environment: %q", cmd.Env)
+			t.Logf("idle-worker stdout:\n%s", p.stdout)
+			t.Logf("idle-worker stderr:\n%s", p.stderr)
+		}
+	})
+	return p
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// exitCode waits up to timeout for the process to exit and returns its exit
+// status.
+func (p *proc) exitCode(t *testing.T, timeout time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		t.Fatalf("idle-worker still running %v later; want it to exit", timeout)
+	}
+	if p.waitErr == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if !errors.As(p.waitErr, &ee) {
+		t.Fatalf("waiting for idle-worker: %v", p.waitErr)
+	}
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		t.Fatalf("idle-worker was killed by %v; want a normal exit", ws.Signal())
+	}
+	return ee.ExitCode()
+}
+
+func (p *proc) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("signal %v: %v", sig, err)
+	}
+}
+
+// freePort returns a loopback port that nothing listened on a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("listen: %v", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// connectTo waits until a NATS server accepts connections at url, failing
+// early if p exits.
+func connectTo(t *testing.T, p *proc, url string) *nats.Conn {
+	t.Helper()
+	var nc *nats.Conn
+	waitFor(t, 30*time.Second, func() bool {
+		if p.exited() {
+			t.Fatalf("idle-worker exited (%v) before accepting connections", p.waitErr)
+		}
+		c, err := nats.Connect(url, nats.Timeout(250*time.Millisecond), nats.NoReconnect())
+		if err != nil {
+			return false
+		}
+		nc = c
+		return true
+	})
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// waitServing waits until the worker in p answers a micro PING on nc.
+func waitServing(t *testing.T, p *proc, nc *nats.Conn) {
+	t.Helper()
+	ping, _ := micro.ControlSubject(micro.PingVerb, bus.ServiceName, "")
+	waitFor(t, 30*time.Second, func() bool {
+		if p.exited() {
+			t.Fatalf("idle-worker exited (%v) before serving", p.waitErr)
+		}
+		_, err := nc.Request(ping, nil, 250*time.Millisecond)
+		return err == nil
+	})
+}
+
+// A bad configuration value makes idle-worker exit with status 2 and name
+// the variable, before it listens or connects anywhere.
+func TestBinaryBadConfig(t *testing.T) {
+	t.Parallel()
+	// Where the configuration names no embedded listener, an unreachable
+	// server keeps a wrongly accepted configuration from going anywhere:
+	// the process would exit 1, not 2.
+	dead := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	anyPort := fmt.Sprintf("0.0.0.0:%d", freePort(t))
+	tests := []struct {
+		name    string
+		env     map[string]string
+		wantVar string
+	}{
+		{"default timeout not a duration", map[string]string{"IDLE_DEFAULT_TIMEOUT": "abc"}, "IDLE_DEFAULT_TIMEOUT"},
+		{"negative default timeout", map[string]string{"IDLE_DEFAULT_TIMEOUT": "-1s"}, "IDLE_DEFAULT_TIMEOUT"},
+		{"negative max timeout", map[string]string{"IDLE_MAX_TIMEOUT": "-1s"}, "IDLE_MAX_TIMEOUT"},
+		{"zero max timeout", map[string]string{"IDLE_MAX_TIMEOUT": "0s"}, "IDLE_MAX_TIMEOUT"},
+		{"default above max", map[string]string{"IDLE_DEFAULT_TIMEOUT": "2h", "IDLE_MAX_TIMEOUT": "1h"}, "IDLE_DEFAULT_TIMEOUT"},
+		{"unknown log level", map[string]string{"IDLE_LOG_LEVEL": "loud"}, "IDLE_LOG_LEVEL"},
+		{"unknown log format", map[string]string{"IDLE_LOG_FORMAT": "xml"}, "IDLE_LOG_FORMAT"},
+		{"prefix with empty token", map[string]string{"IDLE_SUBJECT_PREFIX": "a..b"}, "IDLE_SUBJECT_PREFIX"},
+		{"prefix with wildcard", map[string]string{"IDLE_SUBJECT_PREFIX": "idle.*"}, "IDLE_SUBJECT_PREFIX"},
+		{"prefix with space", map[string]string{"IDLE_SUBJECT_PREFIX": "my idle"}, "IDLE_SUBJECT_PREFIX"},
+		{"negative max backends", map[string]string{"IDLE_MAX_BACKENDS": "-1"}, "IDLE_MAX_BACKENDS"},
+		{"max backends not a number", map[string]string{"IDLE_MAX_BACKENDS": "many"}, "IDLE_MAX_BACKENDS"},
+		{"max body too small", map[string]string{"IDLE_MAX_BODY": "1"}, "IDLE_MAX_BODY"},
+		{"queue length not a number", map[string]string{"IDLE_QUEUE_LENGTH": "x"}, "IDLE_QUEUE_LENGTH"},
+		{"zero queue length", map[string]string{"IDLE_QUEUE_LENGTH": "0"}, "IDLE_QUEUE_LENGTH"},
+		{"zero connect timeout", map[string]string{"IDLE_CONNECT_TIMEOUT": "0s"}, "IDLE_CONNECT_TIMEOUT"},
+		{"negative shutdown timeout", map[string]string{"IDLE_SHUTDOWN_TIMEOUT": "-5s"}, "IDLE_SHUTDOWN_TIMEOUT"},
+		{"allow remote not a boolean", map[string]string{"IDLE_EMBEDDED_ALLOW_REMOTE": "perhaps"}, "IDLE_EMBEDDED_ALLOW_REMOTE"},
+		{"embedded listen on all interfaces", map[string]string{"IDLE_NATS_URL": "", "IDLE_EMBEDDED_LISTEN": anyPort}, "IDLE_EMBEDDED_LISTEN"},
+		{"embedded listen without a port", map[string]string{"IDLE_NATS_URL": "", "IDLE_EMBEDDED_LISTEN": "127.0.0.1"}, "IDLE_EMBEDDED_LISTEN"},
+		{"embedded listen port out of range", map[string]string{"IDLE_NATS_URL": "", "IDLE_EMBEDDED_LISTEN": "127.0.0.1:70000"}, "IDLE_EMBEDDED_LISTEN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"IDLE_NATS_URL": dead}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			p := startBinary(t, env)
+			if code := p.exitCode(t, 10*time.Second); code != 2 {
+				t.Errorf("exit status: got %d; want 2", code)
+			}
+			stderr := p.stderr.String()
+			if !strings.Contains(stderr, tt.wantVar) {
+				t.Errorf("stderr %q: want it to name %s", stderr, tt.wantVar)
+			}
+			if !strings.Contains(stderr, "bad configuration") {
+				t.Errorf("stderr %q: want it to say \"bad configuration\"", stderr)
+			}
+		})
+	}
+}
+
+// With IDLE_NATS_URL empty, idle-worker runs its own nats-server, with
+// JetStream, on IDLE_EMBEDDED_LISTEN, and serves there.
+func TestBinaryEmbeddedServer(t *testing.T) {
+	t.Parallel()
+	const timeout = 200 * time.Millisecond
+	port := freePort(t)
+	p := startBinary(t, map[string]string{
+		"IDLE_NATS_URL":        "",
+		"IDLE_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", port),
+	})
+	nc := connectTo(t, p, fmt.Sprintf("nats://127.0.0.1:%d", port))
+	waitServing(t, p, nc)
+	events := subscribe(t, nc, prefix+".quiesce.>")
+
+	sent, r := heartbeat(t, nc, "bin.embedded", timeoutBody(timeout))
+	if r.IdleTimeoutMS != timeout.Milliseconds() {
+		t.Errorf("reply idle_timeout_ms: got %d; want %d", r.IdleTimeoutMS, timeout.Milliseconds())
+	}
+	ev := nextEvent(t, events, timeout+bound)
+	checkTiming(t, sent, ev.arrived, timeout)
+	if ev.Key != "bin.embedded" || ev.Reason != "idle_timeout" {
+		t.Errorf("event: got key %q reason %q; want bin.embedded idle_timeout", ev.Key, ev.Reason)
+	}
+
+	// The embedded server has JetStream, as the command's doc says.
+	m := request(t, nc, "$JS.API.INFO", "")
+	var info struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(m.Data, &info); err != nil || info.Error != nil {
+		t.Errorf("$JS.API.INFO: got %s; want account info (JetStream enabled)", m.Data)
+	}
+
+	p.signal(t, syscall.SIGTERM)
+	if code := p.exitCode(t, 5*time.Second); code != 0 {
+		t.Errorf("exit status after SIGTERM: got %d; want 0", code)
+	}
+	// Its JetStream store was a temporary directory, removed on exit.
+	left, err := os.ReadDir(p.tmpDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("TMPDIR after a clean exit: got %s left behind; want the embedded store removed", e.Name())
+	}
+}
+
+// An embedded listener on a port already in use makes idle-worker exit 1
+// and say why.
+func TestBinaryEmbeddedPortInUse(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	p := startBinary(t, map[string]string{"IDLE_NATS_URL": "", "IDLE_EMBEDDED_LISTEN": l.Addr().String()})
+	if code := p.exitCode(t, 20*time.Second); code != 1 {
+		t.Errorf("exit status: got %d; want 1", code)
+	}
+	t.Logf("exited after %v", time.Since(p.started))
+	if stderr := p.stderr.String(); !strings.Contains(stderr, "address already in use") {
+		t.Errorf("stderr %q: want it to say the address is in use", stderr)
+	}
+}
+
+// With IDLE_NATS_URL set, idle-worker serves on that server, configured by
+// its IDLE_* variables.
+func TestBinaryExternalServer(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	s := startServer(t)
+	p := startBinary(t, map[string]string{
+		"IDLE_NATS_URL":        s.ClientURL(),
+		"IDLE_SUBJECT_PREFIX":  "acme.idle",
+		"IDLE_DEFAULT_TIMEOUT": "300ms",
+		"IDLE_MAX_TIMEOUT":     "1m",
+		"IDLE_MAX_BODY":        "64",
+		"IDLE_MAX_BACKENDS":    "2",
+	})
+	nc := connect(t, s.ClientURL())
+	waitServing(t, p, nc)
+	events := subscribe(t, nc, "acme.idle.quiesce.>")
+
+	sent := time.Now()
+	var r bus.HeartbeatReply
+	decodeOK(t, request(t, nc, "acme.idle.activity.ext.one", ""), &r)
+	if r.Key != "ext.one" || r.IdleTimeoutMS != timeout.Milliseconds() {
+		t.Errorf("reply: got %+v; want key ext.one, idle_timeout_ms %d (IDLE_DEFAULT_TIMEOUT)", r, timeout.Milliseconds())
+	}
+	ev := nextEventPrefix(t, events, "acme.idle", timeout+bound)
+	checkTiming(t, sent, ev.arrived, timeout)
+	if ev.Key != "ext.one" || ev.ConfiguredTimeoutMS != timeout.Milliseconds() {
+		t.Errorf("event: got key %q configured_timeout_ms %d; want ext.one %d", ev.Key, ev.ConfiguredTimeoutMS, timeout.Milliseconds())
+	}
+
+	refusals := []struct {
+		name, subject, body, want string
+	}{
+		{"IDLE_MAX_TIMEOUT", "acme.idle.activity.ext.one", `{"idle_timeout_ms":60001}`, "exceeds"},
+		{"IDLE_MAX_BODY", "acme.idle.activity.ext.one", padBody(`{"idle_timeout_ms":1000,"pad":"`, `"}`, 65), "exceeds"},
+		{"IDLE_MAX_BACKENDS", "acme.idle.activity.ext.three", "", "limit"},
+	}
+	decodeOK(t, request(t, nc, "acme.idle.activity.ext.two", padBody(`{"idle_timeout_ms":60000,"pad":"`, `"}`, 64)), &r)
+	for _, rf := range refusals {
+		if e := refusal(t, request(t, nc, rf.subject, rf.body)); !strings.Contains(e, rf.want) {
+			t.Errorf("%s: got error %q; want it to mention %q", rf.name, e, rf.want)
+		}
+	}
+	var l bus.ListReply
+	decodeOK(t, request(t, nc, "acme.idle.admin.list", ""), &l)
+	if got := listKeys(l); strings.Join(got, ",") != "ext.one,ext.two" {
+		t.Errorf("acme.idle.admin.list: got %v; want ext.one ext.two", got)
+	}
+	if _, err := nc.Request(prefix+".activity.ext.one", nil, bound); !errors.Is(err, nats.ErrNoResponders) {
+		t.Errorf("request under the default prefix: got %v; want nats.ErrNoResponders", err)
+	}
+	if p.exited() {
+		t.Fatalf("idle-worker exited: %v", p.waitErr)
+	}
+}
+
+// SIGTERM or SIGINT stops idle-worker cleanly: it exits 0 within 5 s and
+// logs that it stopped.
+func TestBinaryGracefulSignal(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		sig     syscall.Signal
+		format  string
+		stopped string // the log line that says it stopped
+	}{
+		{"SIGTERM text", syscall.SIGTERM, "text", `msg="idle-worker stopped"`},
+		{"SIGTERM json", syscall.SIGTERM, "json", `"msg":"idle-worker stopped"`},
+		{"SIGINT text", syscall.SIGINT, "text", `msg="idle-worker stopped"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := startServer(t)
+			p := startBinary(t, map[string]string{"IDLE_NATS_URL": s.ClientURL(), "IDLE_LOG_FORMAT": tt.format})
+			nc := connect(t, s.ClientURL())
+			waitServing(t, p, nc)
+			heartbeat(t, nc, "bin.signal", "")
+
+			p.signal(t, tt.sig)
+			sent := time.Now()
+			if code := p.exitCode(t, 5*time.Second); code != 0 {
+				t.Errorf("exit status after %v: got %d; want 0", tt.sig, code)
+			}
+			t.Logf("exited %v after %v", time.Since(sent), tt.sig)
+			if stderr := p.stderr.String(); !strings.Contains(stderr, tt.stopped) {
+				t.Errorf("log: want a line with %s; got:\n%s", tt.stopped, stderr)
+			}
+			if _, err := nc.Request(prefix+".admin.list", nil, bound); !errors.Is(err, nats.ErrNoResponders) {
+				t.Errorf("admin list after exit: got %v; want nats.ErrNoResponders", err)
+			}
+		})
+	}
+}
+
+// An IDLE_NATS_URL where nothing listens makes idle-worker exit 1, within
+// IDLE_CONNECT_TIMEOUT and some, with an error about connecting that does
+// not leak the URL's password.
+func TestBinaryUnreachableNATS(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ name, url string }{
+		{"plain", fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))},
+		{"with credentials", fmt.Sprintf("nats://worker:s3cret@127.0.0.1:%d", freePort(t))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := startBinary(t, map[string]string{"IDLE_NATS_URL": tt.url, "IDLE_CONNECT_TIMEOUT": "1s"})
+			if code := p.exitCode(t, 10*time.Second); code != 1 {
+				t.Errorf("exit status: got %d; want 1", code)
+			}
+			t.Logf("exited after %v", time.Since(p.started))
+			stderr := p.stderr.String()
+			if !strings.Contains(strings.ToLower(stderr), "connect") {
+				t.Errorf("stderr %q: want an error about connecting", stderr)
+			}
+			if strings.Contains(stderr, "s3cret") {
+				t.Errorf("stderr %q: leaks the password of IDLE_NATS_URL", stderr)
+			}
+		})
+	}
+}
