@@ -51,6 +51,9 @@ type QuiesceEvent struct {
 	ConfiguredTimeoutMS int64 `json:"configured_timeout_ms"`
 	// At is the worker's wall-clock time of emission, RFC 3339 in UTC.
 	At time.Time `json:"at"`
+	// Attempt is 1 for the first emission of an id and counts re-sends of
+	// the same id after it (redelivery, or a restart).
+	Attempt int `json:"attempt"`
 }
 
 // AppendJSON appends e as JSON to b, without reflection.
@@ -67,7 +70,9 @@ func (e QuiesceEvent) AppendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, e.ConfiguredTimeoutMS, 10)
 	b = append(b, `,"at":"`...)
 	b = e.At.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...)
+	b = append(b, `","attempt":`...)
+	b = strconv.AppendInt(b, int64(e.Attempt), 10)
+	return append(b, '}')
 }
 
 // ParseQuiesceEvent decodes a P.quiesce.K body and checks that its required
@@ -84,8 +89,8 @@ func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event key: %w", ErrBadPayload, ValidateKey(e.Key))
 	case e.At.IsZero():
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event needs \"at\"", ErrBadPayload)
-	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0:
-		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative durations", ErrBadPayload)
+	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0 || e.Attempt < 0:
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative numbers", ErrBadPayload)
 	}
 	if _, err := ParseReason(e.Reason); err != nil {
 		return QuiesceEvent{}, err
