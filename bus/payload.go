@@ -51,6 +51,9 @@ type QuiesceEvent struct {
 	ConfiguredTimeoutMS int64 `json:"configured_timeout_ms"`
 	// At is the worker's wall-clock time of emission, RFC 3339 in UTC.
 	At time.Time `json:"at"`
+	// Attempt is 1 for the first emission of an id and counts re-sends of
+	// the same id after it (redelivery, or a restart).
+	Attempt int `json:"attempt"`
 }
 
 // AppendJSON appends e as JSON to b, without reflection.
@@ -67,7 +70,9 @@ func (e QuiesceEvent) AppendJSON(b []byte) []byte {
 	b = strconv.AppendInt(b, e.ConfiguredTimeoutMS, 10)
 	b = append(b, `,"at":"`...)
 	b = e.At.UTC().AppendFormat(b, time.RFC3339Nano)
-	return append(b, `"}`...)
+	b = append(b, `","attempt":`...)
+	b = strconv.AppendInt(b, int64(e.Attempt), 10)
+	return append(b, '}')
 }
 
 // ParseQuiesceEvent decodes a P.quiesce.K body and checks that its required
@@ -77,7 +82,7 @@ func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 	err := decodeObject(body, "quiesce event",
 		member{"id", &e.ID}, member{"key", &e.Key}, member{"reason", &e.Reason},
 		member{"idle_for_ms", &e.IdleForMS}, member{"configured_timeout_ms", &e.ConfiguredTimeoutMS},
-		member{"at", &e.At})
+		member{"at", &e.At}, member{"attempt", &e.Attempt})
 	if err != nil {
 		return QuiesceEvent{}, err
 	}
@@ -91,8 +96,8 @@ func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 	case e.At.UTC().Year() < 0 || e.At.UTC().Year() > 9999:
 		// RFC 3339 has four-digit years; AppendJSON could not write it back.
 		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event \"at\" is out of range in UTC", ErrBadPayload)
-	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0:
-		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative durations", ErrBadPayload)
+	case e.IdleForMS < 0 || e.ConfiguredTimeoutMS < 0 || e.Attempt < 0:
+		return QuiesceEvent{}, fmt.Errorf("%w: quiesce event has negative numbers", ErrBadPayload)
 	}
 	if _, err := ParseReason(e.Reason); err != nil {
 		return QuiesceEvent{}, err
@@ -132,6 +137,9 @@ type BackendInfo struct {
 	State         string `json:"state"`
 	IdleForMS     int64  `json:"idle_for_ms"`
 	IdleTimeoutMS int64  `json:"idle_timeout_ms"`
+	// Attempts counts the quiesce events sent for a draining backend's
+	// current id (0 when none was sent): above 1, it was redelivered.
+	Attempts int `json:"attempts"`
 }
 
 // ListReply answers P.admin.list. Backends are sorted by key.
@@ -142,6 +150,10 @@ type ListReply struct {
 	// holds fewer than Total.
 	Total     int  `json:"total"`
 	Truncated bool `json:"truncated"`
+	// Unacknowledged counts all draining backends (matching or not) that
+	// were sent a quiesce and have had no quiesced, removed or activity
+	// since.
+	Unacknowledged int `json:"unacknowledged"`
 }
 
 // QuiesceRequest is the body of a P.admin.quiesce request.

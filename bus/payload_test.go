@@ -107,13 +107,13 @@ func TestQuiesceEventAppendJSON(t *testing.T) {
 		{
 			name: "contract example",
 			ev: bus.QuiesceEvent{ID: "Xk3bq0mH7d2sL9vRt1cYpA-42", Key: "dev-7.gopls.0%2E16%2E1.9f2c", Reason: "idle_timeout",
-				IdleForMS: 30001, ConfiguredTimeoutMS: 30000, At: t0},
-			want: `{"id":"Xk3bq0mH7d2sL9vRt1cYpA-42","key":"dev-7.gopls.0%2E16%2E1.9f2c","reason":"idle_timeout","idle_for_ms":30001,"configured_timeout_ms":30000,"at":"2026-11-27T02:00:00.123456789Z"}`,
+				IdleForMS: 30001, ConfiguredTimeoutMS: 30000, At: t0, Attempt: 1},
+			want: `{"id":"Xk3bq0mH7d2sL9vRt1cYpA-42","key":"dev-7.gopls.0%2E16%2E1.9f2c","reason":"idle_timeout","idle_for_ms":30001,"configured_timeout_ms":30000,"at":"2026-11-27T02:00:00.123456789Z","attempt":1}`,
 		},
 		{
 			name: "whole second",
-			ev:   bus.QuiesceEvent{ID: "i-1", Key: "k", Reason: "maintenance", At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
-			want: `{"id":"i-1","key":"k","reason":"maintenance","idle_for_ms":0,"configured_timeout_ms":0,"at":"2026-01-02T03:04:05Z"}`,
+			ev:   bus.QuiesceEvent{ID: "i-1", Key: "k", Reason: "maintenance", At: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), Attempt: 3},
+			want: `{"id":"i-1","key":"k","reason":"maintenance","idle_for_ms":0,"configured_timeout_ms":0,"at":"2026-01-02T03:04:05Z","attempt":3}`,
 		},
 		{
 			name: "quote and backslash in key",
@@ -143,7 +143,7 @@ func TestQuiesceEventAppendJSON(t *testing.T) {
 			wantMembers := map[string]any{
 				"id": tt.ev.ID, "key": tt.ev.Key, "reason": tt.ev.Reason,
 				"idle_for_ms": float64(tt.ev.IdleForMS), "configured_timeout_ms": float64(tt.ev.ConfiguredTimeoutMS),
-				"at": tt.ev.At.UTC().Format(time.RFC3339Nano),
+				"at": tt.ev.At.UTC().Format(time.RFC3339Nano), "attempt": float64(tt.ev.Attempt),
 			}
 			if len(m) != len(wantMembers) {
 				t.Errorf("AppendJSON = %s has %d members; want %d", got, len(m), len(wantMembers))

@@ -46,6 +46,16 @@ type Stats struct {
 	Running  int64 `json:"running"`
 	Draining int64 `json:"draining"`
 	Quiesced int64 `json:"quiesced"`
+	// Unacknowledged counts draining backends that were sent a quiesce and
+	// have had no quiesced, removed or activity since.
+	Unacknowledged int64 `json:"unacknowledged"`
+	// Redeliveries counts quiesce events re-sent with the same id.
+	Redeliveries uint64 `json:"redeliveries"`
+	// Restored counts backends loaded from the registry at start.
+	Restored int64 `json:"restored"`
+	// Outages counts NATS disconnections; OutageSeconds sums their length.
+	Outages       uint64  `json:"outages"`
+	OutageSeconds float64 `json:"outage_seconds"`
 }
 
 // counters are written by the worker loop and read by anyone.
@@ -59,4 +69,9 @@ type counters struct {
 	running       atomic.Int64
 	draining      atomic.Int64
 	quiesced      atomic.Int64
+	unacked       atomic.Int64
+	redeliveries  atomic.Uint64
+	restored      atomic.Int64
+	outages       atomic.Uint64
+	outageNanos   atomic.Int64
 }

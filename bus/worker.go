@@ -56,7 +56,35 @@ type WorkerConfig struct {
 	// Now is the worker's clock (default time.Now). Its readings must carry
 	// a monotonic component in production.
 	Now func() time.Time
+	// Registry, when set, keeps tracked backends across restarts (see
+	// OpenKVRegistry); Run loads it before serving. Nil: memory only.
+	Registry Registry
+	// Stream, when set, publishes quiesce events through JetStream with
+	// acknowledgement (see OpenQuiesceStream). Nil: core NATS publish.
+	Stream *QuiesceStream
+	// Observer, when set, is told of every quiesce event published, for
+	// metrics. Counters are in Stats.
+	Observer Observer
+	// OutageDetection bounds how long a dead connection can go unnoticed
+	// (the client's ping interval times its allowed outstanding pings,
+	// plus one). An outage is taken to have begun at the last message
+	// received, but no earlier than OutageDetection before it was
+	// noticed. Zero: it began when it was noticed.
+	OutageDetection time.Duration
 }
+
+// Observer receives the worker's decisions as they happen. Its methods run on
+// the worker loop: they must be quick and must not block.
+type Observer interface {
+	// Quiesced is called for each quiesce event published. lateness is the
+	// publish time minus the backend's deadline for a first idle_timeout
+	// emission, and zero for forced drains and redeliveries.
+	Quiesced(d coordinator.Due, lateness time.Duration)
+}
+
+// generationBlock is how far ahead the worker reserves generations in the
+// registry's high-water mark, so ids are never reused after a crash.
+const generationBlock = 1 << 16
 
 // Worker connects a coordinator.Coordinator to NATS: it applies heartbeats
 // and state reports, publishes quiesce events when the coordinator finds a
@@ -82,6 +110,13 @@ type Worker struct {
 	timer   *time.Timer
 	armed   bool
 	armedAt time.Time
+
+	reg      Registry
+	hwm      uint64 // generation high-water mark last given to reg
+	status   chan nats.Status
+	paused   bool // disconnected from NATS: no quiesce decisions
+	pausedAt time.Time
+	lastIn   time.Time // when the loop last took a message
 
 	subsMu sync.Mutex
 	subs   []*nats.Subscription
@@ -132,6 +167,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		ready:    make(chan struct{}),
 		stopping: make(chan struct{}),
 		rl:       rateLog{logger: log, interval: time.Second},
+		reg:      cfg.Registry,
 	}
 	return w, nil
 }
@@ -144,15 +180,20 @@ func (w *Worker) Ready() <-chan struct{} { return w.ready }
 // any goroutine.
 func (w *Worker) Stats() Stats {
 	s := Stats{
-		Heartbeats:    w.stats.heartbeats.Load(),
-		StateReports:  w.stats.stateReports.Load(),
-		PublishErrors: w.stats.publishErrors.Load(),
-		Quiesces:      make(map[string]uint64),
-		Rejected:      make(map[string]uint64),
-		Dropped:       w.stats.dropped.Load(),
-		Running:       w.stats.running.Load(),
-		Draining:      w.stats.draining.Load(),
-		Quiesced:      w.stats.quiesced.Load(),
+		Heartbeats:     w.stats.heartbeats.Load(),
+		StateReports:   w.stats.stateReports.Load(),
+		PublishErrors:  w.stats.publishErrors.Load(),
+		Quiesces:       make(map[string]uint64),
+		Rejected:       make(map[string]uint64),
+		Dropped:        w.stats.dropped.Load(),
+		Running:        w.stats.running.Load(),
+		Draining:       w.stats.draining.Load(),
+		Quiesced:       w.stats.quiesced.Load(),
+		Unacknowledged: w.stats.unacked.Load(),
+		Redeliveries:   w.stats.redeliveries.Load(),
+		Restored:       w.stats.restored.Load(),
+		Outages:        w.stats.outages.Load(),
+		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
 	}
 	for _, r := range []coordinator.Reason{coordinator.IdleTimeout, coordinator.Maintenance, coordinator.BrokerShutdown} {
 		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()
@@ -183,9 +224,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.ran = true
 	w.subsMu.Unlock()
 
+	if err := w.restore(ctx); err != nil {
+		return err
+	}
+	w.status = w.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
+	defer w.nc.RemoveStatusListener(w.status)
 	svc, err := w.start()
 	if err != nil {
 		w.unsubscribe()
+		w.closeOutputs()
 		return err
 	}
 	w.timer = time.NewTimer(time.Hour)
@@ -200,11 +247,14 @@ func (w *Worker) Run(ctx context.Context) error {
 		case m := <-w.msgs:
 			w.handle(m)
 			w.handleQueued(batchSize)
+			w.lastIn = w.now()
 		case <-w.timer.C:
 			w.armed = false
 			w.fire()
 		case call := <-w.calls:
 			call()
+		case <-w.status:
+			w.onStatus()
 		case <-ctx.Done():
 			return w.shutdown(svc)
 		}
@@ -268,6 +318,7 @@ func (w *Worker) shutdown(svc micro.Service) error {
 	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
 		w.log.Warn("final flush", "error", err)
 	}
+	w.closeOutputs()
 	w.publishGauges()
 	w.log.Info("worker stopped", "applied_after_stop", n, "backends", w.coord.Len())
 	return nil
@@ -333,10 +384,117 @@ func (w *Worker) publishGauges() {
 	w.stats.running.Store(int64(w.coord.Count(coordinator.Running)))
 	w.stats.draining.Store(int64(w.coord.Count(coordinator.Draining)))
 	w.stats.quiesced.Store(int64(w.coord.Count(coordinator.Quiesced)))
+	w.stats.unacked.Store(int64(w.coord.Unacknowledged()))
+}
+
+// closeOutputs waits, bounded, for the stream's acknowledgements and the
+// registry's writes.
+func (w *Worker) closeOutputs() {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if w.cfg.Stream != nil {
+		if err := w.cfg.Stream.Close(ctx); err != nil {
+			w.log.Warn("closing quiesce stream", "error", err)
+		}
+	}
+	if w.reg != nil {
+		if err := w.reg.Close(ctx); err != nil {
+			w.log.Warn("closing registry", "error", err)
+		}
+	}
+}
+
+// restore loads the registry into the coordinator before the worker serves.
+func (w *Worker) restore(ctx context.Context) error {
+	if w.reg == nil {
+		return nil
+	}
+	st, err := w.reg.Load(ctx)
+	if err != nil {
+		return err
+	}
+	now := w.now()
+	restored := 0
+	for _, rec := range st.Records {
+		if err := w.coord.Restore(rec, now); err != nil {
+			w.log.Warn("registry record not restored", "backend", rec.Key, "error", err)
+			continue
+		}
+		restored++
+	}
+	w.coord.SetGenerationFloor(st.HighWater)
+	w.incarn = st.ID
+	w.hwm = w.coord.Generation() + generationBlock
+	w.reg.SetHighWater(w.hwm)
+	w.stats.restored.Store(int64(restored))
+	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped,
+		"running", w.coord.Count(coordinator.Running), "draining", w.coord.Count(coordinator.Draining),
+		"quiesced", w.coord.Count(coordinator.Quiesced))
+	return nil
+}
+
+// putRecord queues key's record for the registry.
+func (w *Worker) putRecord(key string) {
+	if rec, ok := w.coord.Record(key); ok {
+		w.reg.Put(rec)
+	}
+}
+
+// keepHighWater moves the stored generation high-water mark ahead of the
+// generations in use, half a block early.
+func (w *Worker) keepHighWater() {
+	if g := w.coord.Generation(); g+generationBlock/2 > w.hwm {
+		w.hwm = g + generationBlock
+		w.reg.SetHighWater(w.hwm)
+	}
+}
+
+// onStatus follows the NATS connection. While it is down no heartbeat can
+// arrive, so the worker makes no idle decisions; when it is back, every
+// deadline moves by the length of the outage.
+func (w *Worker) onStatus() {
+	for drained := false; !drained; {
+		select {
+		case <-w.status:
+		default:
+			drained = true
+		}
+	}
+	connected := w.nc.IsConnected()
+	now := w.now()
+	switch {
+	case !connected && !w.paused:
+		// The connection died somewhere between the last message and now.
+		// Take the earliest plausible moment: extending too much only
+		// delays a drain, extending too little drains a live backend.
+		start := now
+		if w.cfg.OutageDetection > 0 {
+			start = now.Add(-w.cfg.OutageDetection)
+			if w.lastIn.After(start) {
+				start = w.lastIn
+			}
+		}
+		w.paused, w.pausedAt = true, start
+		if w.armed {
+			w.timer.Stop()
+			w.armed = false
+		}
+		w.log.Warn("NATS connection lost; idle decisions paused")
+	case connected && w.paused:
+		outage := now.Sub(w.pausedAt)
+		w.paused = false
+		w.coord.Extend(outage)
+		w.stats.outages.Add(1)
+		w.stats.outageNanos.Add(int64(outage))
+		w.log.Warn("NATS connection back; deadlines extended by the outage", "outage", outage.Round(time.Millisecond))
+	}
 }
 
 // rearm points the single timer at the coordinator's next deadline.
 func (w *Worker) rearm() {
+	if w.paused {
+		return
+	}
 	dl, ok := w.coord.NextDeadline()
 	if !ok {
 		if w.armed {
@@ -354,6 +512,9 @@ func (w *Worker) rearm() {
 
 // fire publishes a quiesce for every backend due now.
 func (w *Worker) fire() {
+	if w.paused {
+		return
+	}
 	now := w.now()
 	for _, d := range w.coord.CollectDue(now) {
 		w.emit(d, now)
@@ -374,16 +535,33 @@ func (w *Worker) emit(d coordinator.Due, now time.Time) {
 		IdleForMS:           d.IdleFor.Milliseconds(),
 		ConfiguredTimeoutMS: d.ConfiguredTimeout.Milliseconds(),
 		At:                  now,
+		Attempt:             d.Attempt,
 	}
 	msg := &nats.Msg{
 		Subject: w.subj.Quiesce(d.Key),
 		Data:    ev.AppendJSON(make([]byte, 0, 192)),
 		Header:  nats.Header{HeaderMsgID: []string{ev.ID}},
 	}
-	if err := w.nc.PublishMsg(msg); err != nil {
+	if w.cfg.Stream != nil {
+		w.cfg.Stream.Publish(msg)
+	} else if err := w.nc.PublishMsg(msg); err != nil {
 		w.stats.publishErrors.Add(1)
 		w.log.Error("publish quiesce", "backend", d.Key, "id", ev.ID, "error", err)
-		return
+	}
+	// The registry write is queued after the publish on the same
+	// connection, so a stored "draining" never precedes its event.
+	if d.Attempt <= 1 && w.reg != nil {
+		w.putRecord(d.Key)
+	}
+	if d.Attempt > 1 {
+		w.stats.redeliveries.Add(1)
+	}
+	if w.cfg.Observer != nil {
+		var late time.Duration
+		if d.Reason == coordinator.IdleTimeout && d.Attempt <= 1 {
+			late = max(now.Sub(d.Deadline), 0)
+		}
+		w.cfg.Observer.Quiesced(d, late)
 	}
 	w.stats.quiesces[d.Reason].Add(1)
 	w.log.Debug("quiesce", "backend", d.Key, "id", ev.ID, "reason", ev.Reason, "idle_for", d.IdleFor)
@@ -426,9 +604,14 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 		}
 		timeout = coordinator.ClampTimeout(hb.Timeout)
 	}
-	if _, err := w.coord.MarkActivityWithTimeout(key, w.now(), timeout); err != nil {
+	ch, err := w.coord.MarkActivityWithTimeout(key, w.now(), timeout)
+	if err != nil {
 		w.reject(m, rejectFull, fmt.Errorf("%w: %d backends tracked", ErrFull, w.coord.Len()))
 		return
+	}
+	if ch != 0 && w.reg != nil {
+		w.putRecord(key)
+		w.keepHighWater()
 	}
 	w.stats.heartbeats.Add(1)
 	if m.Reply != "" {
@@ -465,6 +648,13 @@ func (w *Worker) onState(key string, m *nats.Msg) {
 		return
 	}
 	w.stats.stateReports.Add(1)
+	if w.reg != nil {
+		if rep.State == StateRemoved {
+			w.reg.Delete(key)
+		} else {
+			w.putRecord(key)
+		}
+	}
 	if m.Reply != "" {
 		b, _ := json.Marshal(StateReply{OK: true, Key: key, State: rep.State})
 		w.respond(m.Reply, b)
@@ -522,7 +712,8 @@ func (w *Worker) adminReply(req micro.Request, v any) {
 }
 
 func info(b coordinator.Backend) BackendInfo {
-	return BackendInfo{Key: b.Key, State: b.State.String(), IdleForMS: b.IdleFor.Milliseconds(), IdleTimeoutMS: b.IdleTimeout.Milliseconds()}
+	return BackendInfo{Key: b.Key, State: b.State.String(), IdleForMS: b.IdleFor.Milliseconds(),
+		IdleTimeoutMS: b.IdleTimeout.Milliseconds(), Attempts: b.Attempts}
 }
 
 func (w *Worker) adminList(req micro.Request) {
@@ -538,6 +729,7 @@ func (w *Worker) adminList(req micro.Request) {
 			reply.Backends = append(reply.Backends, info(b))
 		}
 		reply.Total, reply.Truncated = total, total > len(bs)
+		reply.Unacknowledged = w.coord.Unacknowledged()
 	})
 	if err != nil {
 		w.adminError(req, "503", -1, err)

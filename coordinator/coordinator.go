@@ -12,10 +12,15 @@ type entry struct {
 	key     string
 	last    int64 // last activity
 	timeout int64 // idle timeout, >= MinTimeout
-	due     int64 // heap key: a lower bound of last+timeout while Running
+	// due is the heap key. Running: a lower bound of last+timeout (it may be
+	// stale after a refresh). Draining with redelivery on: exactly the next
+	// attempt's time.
+	due     int64
 	gen     uint64
-	idx     int32 // position in Coordinator.heap, -1 when not Running
+	idx     int32 // position in Coordinator.heap, -1 when not in it
+	attempt uint16
 	state   State
+	reason  Reason
 }
 
 func (e *entry) deadline() int64 { return addSat(e.last, e.timeout) }
@@ -25,21 +30,33 @@ func (e *entry) deadline() int64 { return addSat(e.last, e.timeout) }
 type Coordinator struct {
 	policy     Policy
 	defTimeout int64
+	retry      int64 // first redelivery interval; 0: off
+	retryMax   int64
 	epoch      time.Time
 	hasEpoch   bool
 	entries    map[string]*entry
-	heap       []*entry // Running entries, min-heap on entry.due
+	heap       []*entry // entries with a next action, min-heap on entry.due
 	counts     [Quiesced + 1]int
+	unacked    int // Draining entries that were sent a quiesce (attempt > 0)
 	lastGen    uint64
 }
 
 // New returns an empty Coordinator governed by p.
 func New(p Policy) *Coordinator {
-	return &Coordinator{
+	c := &Coordinator{
 		policy:     p,
 		defTimeout: int64(clamp(p.DefaultIdleTimeout)),
 		entries:    make(map[string]*entry),
 	}
+	if p.RetryInterval > 0 {
+		c.retry = int64(p.RetryInterval)
+		c.retryMax = int64(p.RetryMaxInterval)
+		if c.retryMax <= 0 {
+			c.retryMax = 16 * c.retry
+		}
+		c.retryMax = max(c.retryMax, c.retry)
+	}
+	return c
 }
 
 // Policy returns the policy the Coordinator was created with.
@@ -86,6 +103,15 @@ func idleSince(t, last int64) int64 {
 	return t - last
 }
 
+// retryDelay is the wait after attempt n (n >= 1): retry * 2^(n-1), capped.
+func (c *Coordinator) retryDelay(n uint16) int64 {
+	d := c.retry
+	for i := uint16(1); i < n && d < c.retryMax; i++ {
+		d *= 2
+	}
+	return min(d, c.retryMax)
+}
+
 // MarkActivity records activity of key at now with the policy's default
 // timeout. See MarkActivityWithTimeout.
 func (c *Coordinator) MarkActivity(key string, now time.Time) (Change, error) {
@@ -114,7 +140,7 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		e = &entry{key: strings.Clone(key), last: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
 		c.entries[e.key] = e
 		c.counts[Running]++
-		c.push(e)
+		c.push(e, e.deadline())
 		return Added, nil
 	}
 	var ch Change
@@ -123,12 +149,12 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 	}
 	e.last, e.timeout = t, timeout
 	if e.state != Running {
-		c.counts[e.state]--
-		c.counts[Running]++
-		e.state = Running
+		c.leaveDraining(e)
+		c.setState(e, Running)
 		c.lastGen++
 		e.gen = c.lastGen
-		c.push(e)
+		e.attempt, e.reason = 0, 0
+		c.schedule(e, e.deadline())
 		return ch | Rearmed, nil
 	}
 	// Running: the heap key may stay a stale lower bound, unless the new
@@ -140,25 +166,63 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 	return ch, nil
 }
 
+// schedule puts e in the heap at due, or moves it there.
+func (c *Coordinator) schedule(e *entry, due int64) {
+	if e.idx < 0 {
+		c.push(e, due)
+		return
+	}
+	e.due = due
+	c.fix(int(e.idx))
+}
+
+// unschedule takes e out of the heap if it is there.
+func (c *Coordinator) unschedule(e *entry) {
+	if e.idx >= 0 {
+		c.remove(e)
+	}
+}
+
+// leaveDraining keeps the unacknowledged count right when e leaves Draining.
+func (c *Coordinator) leaveDraining(e *entry) {
+	if e.state == Draining && e.attempt > 0 {
+		c.unacked--
+	}
+}
+
+func (c *Coordinator) setState(e *entry, s State) {
+	c.counts[e.state]--
+	c.counts[s]++
+	e.state = s
+}
+
 // MarkDraining moves key to Draining. It returns false when key is not
-// tracked.
-func (c *Coordinator) MarkDraining(key string) bool { return c.setState(key, Draining) }
-
-// MarkQuiesced moves key to Quiesced. It returns false when key is not
-// tracked.
-func (c *Coordinator) MarkQuiesced(key string) bool { return c.setState(key, Quiesced) }
-
-func (c *Coordinator) setState(key string, s State) bool {
+// tracked. A Running backend marked Draining this way gets no quiesce (its
+// broker already knows); a backend already Draining keeps its redelivery
+// schedule.
+func (c *Coordinator) MarkDraining(key string) bool {
 	e, ok := c.entries[key]
 	if !ok {
 		return false
 	}
-	if e.state == Running {
-		c.remove(e)
+	if e.state != Draining {
+		c.unschedule(e)
+		c.setState(e, Draining)
 	}
-	c.counts[e.state]--
-	c.counts[s]++
-	e.state = s
+	return true
+}
+
+// MarkQuiesced moves key to Quiesced, which ends any redelivery. It returns
+// false when key is not tracked.
+func (c *Coordinator) MarkQuiesced(key string) bool {
+	e, ok := c.entries[key]
+	if !ok {
+		return false
+	}
+	c.unschedule(e)
+	c.leaveDraining(e)
+	c.setState(e, Quiesced)
+	e.attempt = 0
 	return true
 }
 
@@ -168,18 +232,19 @@ func (c *Coordinator) Remove(key string) bool {
 	if !ok {
 		return false
 	}
-	if e.state == Running {
-		c.remove(e)
-	}
+	c.unschedule(e)
+	c.leaveDraining(e)
 	c.counts[e.state]--
 	delete(c.entries, key)
 	return true
 }
 
 // CollectDue returns every Running backend whose idle time at now is at least
-// its timeout, with Reason IdleTimeout, and moves each to Draining, so a
-// second call returns nothing for it until fresh activity. Backends come out
-// in deadline order.
+// its timeout, with Reason IdleTimeout and Attempt 1, and moves each to
+// Draining, so a second call returns nothing for it until fresh activity.
+// With redelivery on (Policy.RetryInterval), it also returns each Draining
+// backend whose next attempt is due, with its original Reason and Generation
+// and Attempt incremented. Backends come out in order of their due times.
 func (c *Coordinator) CollectDue(now time.Time) []Due {
 	t := c.offset(now)
 	var out []Due
@@ -187,6 +252,13 @@ func (c *Coordinator) CollectDue(now time.Time) []Due {
 		e := c.heap[0]
 		if e.due > t {
 			break
+		}
+		if e.state == Draining {
+			e.attempt = min(e.attempt+1, math.MaxUint16-1)
+			out = append(out, c.due(e, t))
+			e.due = addSat(t, c.retryDelay(e.attempt))
+			c.down(0)
+			continue
 		}
 		if dl := e.deadline(); dl != e.due {
 			// Stale lower bound: the backend was refreshed since. Re-key it
@@ -200,20 +272,29 @@ func (c *Coordinator) CollectDue(now time.Time) []Due {
 	return out
 }
 
-// drain moves the running entry e to Draining and describes it as a Due.
+// drain moves the Running entry e to Draining for reason r and describes the
+// first emission as a Due.
 func (c *Coordinator) drain(e *entry, t int64, r Reason) Due {
-	c.remove(e)
-	c.counts[Running]--
-	c.counts[Draining]++
-	e.state = Draining
-	idle := idleSince(t, e.last)
+	c.setState(e, Draining)
+	e.reason, e.attempt = r, 1
+	c.unacked++
+	if c.retry > 0 {
+		c.schedule(e, addSat(t, c.retryDelay(1)))
+	} else {
+		c.unschedule(e)
+	}
+	return c.due(e, t)
+}
+
+func (c *Coordinator) due(e *entry, t int64) Due {
 	return Due{
 		Key:               e.key,
-		IdleFor:           time.Duration(idle),
+		IdleFor:           time.Duration(idleSince(t, e.last)),
 		ConfiguredTimeout: time.Duration(e.timeout),
-		Reason:            r,
+		Reason:            e.reason,
 		Deadline:          c.at(e.deadline()),
 		Generation:        e.gen,
+		Attempt:           int(e.attempt),
 	}
 }
 
@@ -231,12 +312,12 @@ func (c *Coordinator) Quiesce(key string, now time.Time, r Reason) (Due, bool) {
 
 // QuiesceMatching forces every Running backend whose key satisfies match to
 // Draining with reason r and returns them sorted by key. It visits every
-// running backend: it is meant for operator requests, not the hot path.
+// scheduled backend: it is meant for operator requests, not the hot path.
 func (c *Coordinator) QuiesceMatching(now time.Time, r Reason, match func(key string) bool) []Due {
 	t := c.offset(now)
 	var hit []*entry
 	for _, e := range c.heap {
-		if match(e.key) {
+		if e.state == Running && match(e.key) {
 			hit = append(hit, e)
 		}
 	}
@@ -248,13 +329,17 @@ func (c *Coordinator) QuiesceMatching(now time.Time, r Reason, match func(key st
 	return out
 }
 
-// NextDeadline returns the earliest deadline (last activity + timeout) of a
-// Running backend, and false when no backend is Running. The caller should
-// call CollectDue at or after that time. It may tidy the deadline index, so
-// it is a mutating call like the others.
+// NextDeadline returns the earliest time at which CollectDue has work: the
+// earliest deadline (last activity + timeout) of a Running backend or, with
+// redelivery on, the earliest next attempt of a Draining one. It returns
+// false when there is none. It may tidy the deadline index, so it is a
+// mutating call like the others.
 func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	for len(c.heap) > 0 {
 		e := c.heap[0]
+		if e.state != Running {
+			return c.at(e.due), true
+		}
 		dl := e.deadline()
 		if dl == e.due {
 			return c.at(dl), true
@@ -263,6 +348,76 @@ func (c *Coordinator) NextDeadline() (time.Time, bool) {
 		c.down(0)
 	}
 	return time.Time{}, false
+}
+
+// Extend pushes every scheduled action d later: Running backends are treated
+// as if their last activity were d later, and pending redeliveries wait d
+// longer. The worker calls it after a NATS outage of length d, during which
+// heartbeats could not arrive. It costs O(n) in scheduled backends and keeps
+// the heap order.
+func (c *Coordinator) Extend(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	for _, e := range c.heap {
+		if e.state == Running {
+			e.last = addSat(e.last, int64(d))
+		}
+		e.due = addSat(e.due, int64(d))
+	}
+}
+
+// Restore inserts a backend from a registry at now, replacing any entry of
+// the same key. A Running backend gets a full timeout of grace from now; a
+// Draining one stays Draining (its next redelivery, if on, is one retry
+// interval from now); a Quiesced one stays Quiesced. The generation counter
+// moves past rec.Generation so it is never reused. It returns ErrFull when
+// the key is new and MaxBackends is reached.
+func (c *Coordinator) Restore(rec Record, now time.Time) error {
+	t := c.offset(now)
+	if rec.State < Running || rec.State > Quiesced {
+		rec.State = Running
+	}
+	if old, ok := c.entries[rec.Key]; ok {
+		c.unschedule(old)
+		c.leaveDraining(old)
+		c.counts[old.state]--
+		delete(c.entries, rec.Key)
+	} else if c.policy.MaxBackends > 0 && len(c.entries) >= c.policy.MaxBackends {
+		return ErrFull
+	}
+	e := &entry{key: strings.Clone(rec.Key), last: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
+	c.entries[e.key] = e
+	c.counts[e.state]++
+	c.SetGenerationFloor(rec.Generation)
+	switch {
+	case e.state == Running:
+		c.push(e, e.deadline())
+	case e.state == Draining && e.reason != 0:
+		e.attempt = 1
+		c.unacked++
+		if c.retry > 0 {
+			c.push(e, addSat(t, c.retryDelay(1)))
+		}
+	}
+	return nil
+}
+
+// SetGenerationFloor makes every future generation greater than g. A worker
+// that persists generations calls it with a high-water mark it stored, so
+// generations are never reused across restarts.
+func (c *Coordinator) SetGenerationFloor(g uint64) { c.lastGen = max(c.lastGen, g) }
+
+// Generation returns the last generation handed out.
+func (c *Coordinator) Generation() uint64 { return c.lastGen }
+
+// Record returns what a registry should keep of key.
+func (c *Coordinator) Record(key string) (Record, bool) {
+	e, ok := c.entries[key]
+	if !ok {
+		return Record{}, false
+	}
+	return Record{Key: e.key, IdleTimeout: time.Duration(e.timeout), State: e.state, Generation: e.gen, Reason: e.reason}, true
 }
 
 // Get returns a snapshot of key at now.
@@ -275,14 +430,15 @@ func (c *Coordinator) Get(key string, now time.Time) (Backend, bool) {
 }
 
 func (c *Coordinator) snapshot(e *entry, t int64) Backend {
-	idle := idleSince(t, e.last)
 	return Backend{
 		Key:         e.key,
 		State:       e.state,
 		LastActive:  c.at(e.last),
-		IdleFor:     time.Duration(idle),
+		IdleFor:     time.Duration(idleSince(t, e.last)),
 		IdleTimeout: time.Duration(e.timeout),
 		Generation:  e.gen,
+		Reason:      e.reason,
+		Attempts:    int(e.attempt),
 	}
 }
 
@@ -312,6 +468,10 @@ func (c *Coordinator) List(now time.Time, match func(key string) bool, limit int
 
 // Len returns the number of tracked backends.
 func (c *Coordinator) Len() int { return len(c.entries) }
+
+// Unacknowledged returns the number of Draining backends that were sent a
+// quiesce and have had no MarkQuiesced, Remove or activity since.
+func (c *Coordinator) Unacknowledged() int { return c.unacked }
 
 // Count returns the number of tracked backends in state s.
 func (c *Coordinator) Count(s State) int {

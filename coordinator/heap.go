@@ -1,12 +1,13 @@
 package coordinator
 
-// The deadline index: a binary min-heap of Running entries ordered by
-// entry.due, each entry knowing its position so it can be removed or moved in
-// O(log n). Written out rather than through container/heap to avoid interface
-// calls on the hot path.
+// The deadline index: a binary min-heap of the entries that have a next
+// action (Running: idle deadline; Draining with redelivery: next attempt),
+// ordered by entry.due, each entry knowing its position so it can be removed
+// or moved in O(log n). Written out rather than through container/heap to
+// avoid interface calls on the hot path.
 
-func (c *Coordinator) push(e *entry) {
-	e.due = e.deadline()
+func (c *Coordinator) push(e *entry, due int64) {
+	e.due = due
 	e.idx = int32(len(c.heap))
 	c.heap = append(c.heap, e)
 	c.up(len(c.heap) - 1)
@@ -31,6 +32,13 @@ func (c *Coordinator) remove(e *entry) {
 	// steady population from reallocating.
 	if cap(c.heap) > 1024 && len(c.heap) < cap(c.heap)/4 {
 		c.heap = append(make([]*entry, 0, cap(c.heap)/2), c.heap...)
+	}
+}
+
+// fix restores heap order after entry i's key changed either way.
+func (c *Coordinator) fix(i int) {
+	if !c.down(i) {
+		c.up(i)
 	}
 }
 

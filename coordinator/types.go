@@ -66,6 +66,15 @@ type Policy struct {
 	DefaultIdleTimeout time.Duration
 	// MaxBackends bounds the number of tracked keys; 0 means no bound.
 	MaxBackends int
+	// RetryInterval, when positive, makes CollectDue return a Draining
+	// backend again (same Generation, Attempt+1) when it has had no
+	// MarkQuiesced, Remove or activity for this long since the last
+	// attempt. The interval doubles with each attempt up to
+	// RetryMaxInterval. Zero disables redelivery.
+	RetryInterval time.Duration
+	// RetryMaxInterval caps the backoff (default, when zero: 16 x
+	// RetryInterval).
+	RetryMaxInterval time.Duration
 }
 
 // DefaultPolicy returns a Policy with a 30 s default idle timeout and no
@@ -90,6 +99,8 @@ type Due struct {
 	// time the backend becomes Running, so (Key, Generation) names one
 	// emission.
 	Generation uint64
+	// Attempt is 1 for the first emission and counts redeliveries after it.
+	Attempt int
 }
 
 // Backend is a read-only snapshot of one tracked backend.
@@ -100,6 +111,23 @@ type Backend struct {
 	IdleFor     time.Duration
 	IdleTimeout time.Duration
 	Generation  uint64
+	// Reason is why a Draining backend was drained (zero otherwise).
+	Reason Reason
+	// Attempts counts the quiesce emissions of a Draining backend's
+	// current generation (zero when none was sent).
+	Attempts int
+}
+
+// Record is what a registry keeps of a backend so that it survives a restart:
+// it changes only on transitions, never on a plain heartbeat.
+type Record struct {
+	Key         string
+	IdleTimeout time.Duration
+	State       State
+	Generation  uint64
+	// Reason is why a Draining or Quiesced backend was drained; zero when it
+	// was not drained by an emission.
+	Reason Reason
 }
 
 // Change reports what a MarkActivity call changed, as a bit set. A plain

@@ -374,7 +374,7 @@ func nextEventPrefix(t *testing.T, sub *nats.Subscription, pfx string, timeout t
 
 func checkEvent(t *testing.T, m *nats.Msg, pfx string, arrived time.Time) event {
 	t.Helper()
-	wantMembers(t, m.Data, "id", "key", "reason", "idle_for_ms", "configured_timeout_ms", "at")
+	wantMembers(t, m.Data, "id", "key", "reason", "idle_for_ms", "configured_timeout_ms", "at", "attempt")
 	var raw struct {
 		ID                  *string `json:"id"`
 		Key                 *string `json:"key"`
@@ -382,11 +382,12 @@ func checkEvent(t *testing.T, m *nats.Msg, pfx string, arrived time.Time) event 
 		IdleForMS           *int64  `json:"idle_for_ms"`
 		ConfiguredTimeoutMS *int64  `json:"configured_timeout_ms"`
 		At                  *string `json:"at"`
+		Attempt             *int    `json:"attempt"`
 	}
 	if err := json.Unmarshal(m.Data, &raw); err != nil {
 		t.Fatalf("quiesce event %s: %v", m.Data, err)
 	}
-	if raw.ID == nil || raw.Key == nil || raw.Reason == nil || raw.IdleForMS == nil || raw.ConfiguredTimeoutMS == nil || raw.At == nil {
+	if raw.ID == nil || raw.Key == nil || raw.Reason == nil || raw.IdleForMS == nil || raw.ConfiguredTimeoutMS == nil || raw.At == nil || raw.Attempt == nil {
 		t.Fatalf("quiesce event %s: a member is null", m.Data)
 	}
 	ev := event{msg: m, arrived: arrived, atRaw: *raw.At}
@@ -416,6 +417,9 @@ func checkEvent(t *testing.T, m *nats.Msg, pfx string, arrived time.Time) event 
 	}
 	if ev.IdleForMS < 0 || ev.ConfiguredTimeoutMS < 0 {
 		t.Errorf("quiesce event %s: got negative durations", m.Data)
+	}
+	if ev.Attempt = *raw.Attempt; ev.Attempt < 1 {
+		t.Errorf("quiesce event %s: got attempt %d; want >= 1", m.Data, ev.Attempt)
 	}
 	if ev.Reason == "idle_timeout" && ev.IdleForMS < ev.ConfiguredTimeoutMS {
 		t.Errorf("idle_timeout event: got idle_for_ms %d < configured_timeout_ms %d; want >=", ev.IdleForMS, ev.ConfiguredTimeoutMS)
@@ -451,7 +455,7 @@ func checkTiming(t *testing.T, sent, arrived time.Time, timeout time.Duration) {
 func adminList(t *testing.T, nc *nats.Conn, body string) bus.ListReply {
 	t.Helper()
 	m := request(t, nc, prefix+".admin.list", body)
-	wantMembers(t, m.Data, "ok", "backends", "total", "truncated")
+	wantMembers(t, m.Data, "ok", "backends", "total", "truncated", "unacknowledged")
 	if !bytes.Contains(m.Data, []byte(`"backends":[`)) {
 		t.Errorf("list reply %s: want backends to be an array", m.Data)
 	}
@@ -481,7 +485,7 @@ func adminGet(t *testing.T, nc *nats.Conn, key string) (bus.BackendInfo, bool) {
 	wantMembers(t, m.Data, "ok", "backend")
 	var r bus.GetReply
 	decodeOK(t, m, &r)
-	wantMembers(t, members(t, m.Data)["backend"], "key", "state", "idle_for_ms", "idle_timeout_ms")
+	wantMembers(t, members(t, m.Data)["backend"], "key", "state", "idle_for_ms", "idle_timeout_ms", "attempts")
 	return r.Backend, true
 }
 

@@ -32,6 +32,15 @@ type config struct {
 	MaxBody             int           `envconfig:"MAX_BODY" default:"4096"`
 	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536"`
 	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s"`
+	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s"`
+	Persist             string        `envconfig:"PERSIST" default:"auto"`
+	RegistryBucket      string        `envconfig:"REGISTRY_BUCKET" default:"idle_registry"`
+	QuiesceStream       string        `envconfig:"QUIESCE_STREAM" default:"IDLE_QUIESCE"`
+	StreamDuplicates    time.Duration `envconfig:"STREAM_DUPLICATES" default:"2m"`
+	StreamMaxAge        time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h"`
+	StreamMaxBytes      int64         `envconfig:"STREAM_MAX_BYTES" default:"1073741824"`
+	QuiesceRetry        time.Duration `envconfig:"QUIESCE_RETRY" default:"30s"`
+	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m"`
 	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text"`
@@ -95,6 +104,26 @@ func (c config) validate() error {
 		return bad("CONNECT_TIMEOUT", "%v must be positive", c.ConnectTimeout)
 	case c.ShutdownTimeout <= 0:
 		return bad("SHUTDOWN_TIMEOUT", "%v must be positive", c.ShutdownTimeout)
+	case c.PingInterval <= 0:
+		return bad("NATS_PING_INTERVAL", "%v must be positive", c.PingInterval)
+	case c.Persist != "auto" && c.Persist != "on" && c.Persist != "off":
+		return bad("PERSIST", "%q is not auto, on or off", c.Persist)
+	case !validName(c.RegistryBucket):
+		return bad("REGISTRY_BUCKET", "%q is not a bucket name ([A-Za-z0-9_-]+)", c.RegistryBucket)
+	case !validName(c.QuiesceStream):
+		return bad("QUIESCE_STREAM", "%q is not a stream name ([A-Za-z0-9_-]+)", c.QuiesceStream)
+	case c.StreamDuplicates <= 0:
+		return bad("STREAM_DUPLICATES", "%v must be positive", c.StreamDuplicates)
+	case c.StreamMaxAge <= 0:
+		return bad("STREAM_MAX_AGE", "%v must be positive", c.StreamMaxAge)
+	case c.StreamDuplicates > c.StreamMaxAge:
+		return bad("STREAM_DUPLICATES", "%v exceeds IDLE_STREAM_MAX_AGE %v", c.StreamDuplicates, c.StreamMaxAge)
+	case c.StreamMaxBytes <= 0:
+		return bad("STREAM_MAX_BYTES", "%d must be positive", c.StreamMaxBytes)
+	case c.QuiesceRetry < 0:
+		return bad("QUIESCE_RETRY", "%v is negative (0 disables redelivery)", c.QuiesceRetry)
+	case c.QuiesceRetry > 0 && c.QuiesceRetryMax < c.QuiesceRetry:
+		return bad("QUIESCE_RETRY_MAX", "%v is less than IDLE_QUIESCE_RETRY %v", c.QuiesceRetryMax, c.QuiesceRetry)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return bad("LOG_LEVEL", "%v", err)
@@ -103,6 +132,19 @@ func (c config) validate() error {
 		return bad("LOG_FORMAT", "%q is not text or json", c.LogFormat)
 	}
 	return nil
+}
+
+// validName reports whether s is a JetStream stream or bucket name.
+func validName(s string) bool {
+	if s == "" || len(s) > 255 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func isLoopback(host string) bool {

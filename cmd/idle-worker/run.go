@@ -41,15 +41,26 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		nc.Close()
 		return bad("SUBJECT_PREFIX", "%v", err)
 	}
-	w, err := bus.NewWorker(nc, bus.WorkerConfig{
-		Subjects:    subjects,
-		Policy:      coordinator.Policy{DefaultIdleTimeout: cfg.DefaultTimeout, MaxBackends: cfg.MaxBackends},
-		MaxTimeout:  cfg.MaxTimeout,
-		MaxBody:     cfg.MaxBody,
-		QueueLength: cfg.QueueLength,
-		Version:     version,
-		Logger:      logger,
-	})
+	wcfg := bus.WorkerConfig{
+		Subjects: subjects,
+		Policy: coordinator.Policy{
+			DefaultIdleTimeout: cfg.DefaultTimeout,
+			MaxBackends:        cfg.MaxBackends,
+			RetryInterval:      cfg.QuiesceRetry,
+			RetryMaxInterval:   cfg.QuiesceRetryMax,
+		},
+		MaxTimeout:      cfg.MaxTimeout,
+		MaxBody:         cfg.MaxBody,
+		QueueLength:     cfg.QueueLength,
+		Version:         version,
+		Logger:          logger,
+		OutageDetection: cfg.PingInterval * (maxPingsOut + 1),
+	}
+	if err := persistence(ctx, nc, subjects, cfg, logger, &wcfg); err != nil {
+		nc.Close()
+		return err
+	}
+	w, err := bus.NewWorker(nc, wcfg)
 	if err != nil {
 		nc.Close()
 		return err
@@ -73,6 +84,46 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	return nil
 }
 
+// maxPingsOut is how many pings may go unanswered before the client declares
+// the connection dead.
+const maxPingsOut = 2
+
+// persistence sets up the registry and the quiesce stream as IDLE_PERSIST
+// says: "on" requires JetStream, "auto" uses it when the server has it,
+// "off" never does.
+func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg config, logger *slog.Logger, wcfg *bus.WorkerConfig) error {
+	if cfg.Persist == "off" {
+		logger.Info("persistence off: backends are tracked in memory only")
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+	if err := bus.CheckJetStream(cctx, nc); err != nil {
+		if cfg.Persist == "on" {
+			return fmt.Errorf("IDLE_PERSIST=on: %w", err)
+		}
+		logger.Warn("JetStream not available: backends are tracked in memory only and quiesce events are not stored", "error", err)
+		return nil
+	}
+	reg, err := bus.OpenKVRegistry(cctx, nc, cfg.RegistryBucket, logger)
+	if err != nil {
+		return err
+	}
+	stream, err := bus.OpenQuiesceStream(cctx, nc, subjects, bus.StreamConfig{
+		Name:       cfg.QuiesceStream,
+		Duplicates: cfg.StreamDuplicates,
+		MaxAge:     cfg.StreamMaxAge,
+		MaxBytes:   cfg.StreamMaxBytes,
+	}, logger)
+	if err != nil {
+		_ = reg.Close(cctx)
+		return err
+	}
+	wcfg.Registry, wcfg.Stream = reg, stream
+	logger.Info("persistence on", "registry_bucket", cfg.RegistryBucket, "quiesce_stream", cfg.QuiesceStream)
+	return nil
+}
+
 // connect dials NATS once, bounded by cfg.ConnectTimeout; after that first
 // success it reconnects for ever.
 func connect(url string, cfg config, logger *slog.Logger) (*nats.Conn, <-chan struct{}, error) {
@@ -84,6 +135,8 @@ func connect(url string, cfg config, logger *slog.Logger) (*nats.Conn, <-chan st
 		nats.Timeout(cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250*time.Millisecond),
+		nats.PingInterval(cfg.PingInterval),
+		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			disconnectedAt = time.Now()
 			if err != nil { // nil when we close the connection ourselves

@@ -1,0 +1,399 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// DefaultRegistryBucket is the JetStream KV bucket of the registry.
+const DefaultRegistryBucket = "idle_registry"
+
+// Registry keeps the coordinator's records across restarts. The worker loop
+// calls Put, Delete and SetHighWater on transitions only, never per
+// heartbeat; they must not block. Load runs once, before the worker serves.
+type Registry interface {
+	// Load returns what the registry holds.
+	Load(ctx context.Context) (RegistryState, error)
+	// Put stores rec, replacing any record of the same key.
+	Put(rec coordinator.Record)
+	// Delete forgets key.
+	Delete(key string)
+	// SetHighWater stores a generation that no generation handed out by
+	// this run exceeds before the next SetHighWater.
+	SetHighWater(gen uint64)
+	// Close writes what is pending, bounded by ctx, and stops.
+	Close(ctx context.Context) error
+}
+
+// RegistryState is what Registry.Load returns.
+type RegistryState struct {
+	// ID names the registry; quiesce ids start with it, so an event re-sent
+	// after a restart carries the same id.
+	ID string
+	// HighWater is the stored generation high-water mark.
+	HighWater uint64
+	Records   []coordinator.Record
+	// Skipped counts stored records that did not decode.
+	Skipped int
+}
+
+// record is the stored form of a coordinator.Record.
+type record struct {
+	TimeoutMS  int64  `json:"timeout_ms"`
+	State      string `json:"state"`
+	Generation uint64 `json:"generation"`
+	Reason     string `json:"reason,omitempty"`
+}
+
+// EncodeRecord returns the stored JSON form of rec (without its key, which
+// names the KV entry).
+func EncodeRecord(rec coordinator.Record) []byte {
+	r := record{TimeoutMS: rec.IdleTimeout.Milliseconds(), State: rec.State.String(), Generation: rec.Generation}
+	if rec.Reason != 0 {
+		r.Reason = rec.Reason.String()
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+// ParseRecord decodes a stored record of key. Errors wrap ErrBadPayload.
+func ParseRecord(key string, data []byte) (coordinator.Record, error) {
+	var r record
+	err := decodeObject(data, "registry record",
+		member{"timeout_ms", &r.TimeoutMS}, member{"state", &r.State},
+		member{"generation", &r.Generation}, member{"reason", &r.Reason})
+	if err != nil {
+		return coordinator.Record{}, err
+	}
+	if err := ValidateKey(key); err != nil {
+		return coordinator.Record{}, fmt.Errorf("%w: registry record key: %w", ErrBadPayload, err)
+	}
+	if r.TimeoutMS < 0 || r.TimeoutMS > maxTimeoutMS {
+		return coordinator.Record{}, fmt.Errorf("%w: registry record timeout_ms %d out of range", ErrBadPayload, r.TimeoutMS)
+	}
+	rec := coordinator.Record{Key: key, IdleTimeout: time.Duration(r.TimeoutMS) * time.Millisecond, Generation: r.Generation}
+	for _, s := range []coordinator.State{coordinator.Running, coordinator.Draining, coordinator.Quiesced} {
+		if s.String() == r.State {
+			rec.State = s
+		}
+	}
+	if rec.State == 0 {
+		return coordinator.Record{}, fmt.Errorf("%w: registry record state %q unknown", ErrBadPayload, r.State)
+	}
+	if r.Reason != "" {
+		reason, err := ParseReason(r.Reason)
+		if err != nil {
+			return coordinator.Record{}, err
+		}
+		rec.Reason = reason
+	}
+	return rec, nil
+}
+
+// KV entry names. Backend keys may hold bytes a KV key may not, so they are
+// escaped: every byte outside [A-Za-z0-9_./-] becomes =XX.
+const (
+	kvBackendPrefix = "b."
+	kvIDKey         = "m.id"
+	kvHighWaterKey  = "m.hwm"
+)
+
+func kvKey(key string) string {
+	var b strings.Builder
+	b.Grow(len(kvBackendPrefix) + len(key))
+	b.WriteString(kvBackendPrefix)
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if plain(c) || c == '.' || c == '/' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('=')
+		b.WriteByte(upperHex[c>>4])
+		b.WriteByte(upperHex[c&15])
+	}
+	return b.String()
+}
+
+func backendKey(kv string) (string, bool) {
+	rest, ok := strings.CutPrefix(kv, kvBackendPrefix)
+	if !ok {
+		return "", false
+	}
+	var b strings.Builder
+	for i := 0; i < len(rest); i++ {
+		c := rest[i]
+		if c != '=' {
+			b.WriteByte(c)
+			continue
+		}
+		if i+2 >= len(rest) {
+			return "", false
+		}
+		hi, lo := unhex(rest[i+1]), unhex(rest[i+2])
+		if hi < 0 || lo < 0 {
+			return "", false
+		}
+		b.WriteByte(byte(hi<<4 | lo))
+		i += 2
+	}
+	return b.String(), true
+}
+
+// KVRegistry is a Registry in a JetStream key-value bucket. Writes are
+// coalesced per key and published asynchronously by one writer goroutine,
+// a batch at a time, so two writes of one key are never in flight together
+// and the latest always wins.
+type KVRegistry struct {
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	subj   string // "$KV.<bucket>."
+	log    *slog.Logger
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	closed atomic.Bool
+
+	mu      sync.Mutex
+	pending map[string][]byte // KV key -> value; nil value: delete
+	failed  []string
+
+	writes atomic.Uint64
+	errs   atomic.Uint64
+}
+
+// OpenKVRegistry creates or opens the bucket and starts the writer.
+func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *slog.Logger) (*KVRegistry, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	r := &KVRegistry{
+		log:     logger.With("component", "registry"),
+		subj:    "$KV." + bucket + ".",
+		wake:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		pending: make(map[string][]byte),
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(8192),
+		jetstream.WithPublishAsyncTimeout(5*time.Second),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
+			r.errs.Add(1)
+			r.mu.Lock()
+			r.failed = append(r.failed, strings.TrimPrefix(m.Subject, r.subj))
+			r.mu.Unlock()
+		}))
+	if err != nil {
+		return nil, fmt.Errorf("bus: registry: %w", err)
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      bucket,
+		Description: "idle-worker registry of tracked backends",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: registry bucket %q: %w", bucket, err)
+	}
+	r.js, r.kv = js, kv
+	go r.writer()
+	return r, nil
+}
+
+// Load reads every record, the registry id (creating it on first use) and
+// the generation high-water mark.
+func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
+	var st RegistryState
+	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return st, fmt.Errorf("bus: registry load: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return st, fmt.Errorf("bus: registry load: %w", ctx.Err())
+		}
+		if e == nil {
+			break // initial values delivered
+		}
+		switch k := e.Key(); k {
+		case kvIDKey:
+			st.ID = string(e.Value())
+		case kvHighWaterKey:
+			hw, err := strconv.ParseUint(string(e.Value()), 10, 64)
+			if err != nil {
+				r.log.Warn("bad high-water mark in registry", "error", err)
+				continue
+			}
+			st.HighWater = hw
+		default:
+			key, ok := backendKey(k)
+			if !ok {
+				st.Skipped++
+				continue
+			}
+			rec, err := ParseRecord(key, e.Value())
+			if err != nil {
+				st.Skipped++
+				r.log.Warn("skipping bad registry record", "backend", key, "error", err)
+				continue
+			}
+			st.Records = append(st.Records, rec)
+		}
+	}
+	if st.ID == "" {
+		id := nuid.Next()
+		if _, err := r.kv.Create(ctx, kvIDKey, []byte(id)); err != nil {
+			// Another writer may have won the race: read theirs.
+			e, gerr := r.kv.Get(ctx, kvIDKey)
+			if gerr != nil {
+				return st, fmt.Errorf("bus: registry id: %w", errors.Join(err, gerr))
+			}
+			id = string(e.Value())
+		}
+		st.ID = id
+	}
+	return st, nil
+}
+
+// Put queues rec for writing.
+func (r *KVRegistry) Put(rec coordinator.Record) { r.queue(kvKey(rec.Key), EncodeRecord(rec)) }
+
+// Delete queues the removal of key.
+func (r *KVRegistry) Delete(key string) { r.queue(kvKey(key), nil) }
+
+// SetHighWater queues the generation high-water mark.
+func (r *KVRegistry) SetHighWater(gen uint64) {
+	r.queue(kvHighWaterKey, strconv.AppendUint(nil, gen, 10))
+}
+
+func (r *KVRegistry) queue(k string, v []byte) {
+	r.mu.Lock()
+	r.pending[k] = v
+	r.mu.Unlock()
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Writes returns how many writes were acknowledged and how many failed (and
+// were retried).
+func (r *KVRegistry) Writes() (ok, failed uint64) { return r.writes.Load(), r.errs.Load() }
+
+// Pending returns the number of keys waiting to be written.
+func (r *KVRegistry) Pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.pending)
+}
+
+func (r *KVRegistry) writer() {
+	defer close(r.done)
+	backoff := time.Duration(0)
+	for {
+		var retry <-chan time.Time
+		if backoff > 0 {
+			retry = time.After(backoff)
+		}
+		select {
+		case <-r.wake:
+		case <-retry:
+		case <-r.stop:
+			r.flush()
+			return
+		}
+		if r.flush() {
+			backoff = 0
+		} else {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		}
+	}
+}
+
+// flush writes one batch and waits for its acknowledgements. Failed writes
+// go back to pending unless a newer value is already there. It reports
+// whether everything was written.
+func (r *KVRegistry) flush() bool {
+	r.mu.Lock()
+	batch := r.pending
+	r.pending = make(map[string][]byte)
+	r.mu.Unlock()
+	if len(batch) == 0 {
+		return true
+	}
+	sent := 0
+	for k, v := range batch {
+		m := nats.NewMsg(r.subj + k)
+		if v == nil {
+			m.Header.Set("KV-Operation", "DEL")
+		} else {
+			m.Data = v
+		}
+		if _, err := r.js.PublishMsgAsync(m); err != nil {
+			r.errs.Add(1)
+			r.mu.Lock()
+			r.failed = append(r.failed, k)
+			r.mu.Unlock()
+			continue
+		}
+		sent++
+	}
+	select {
+	case <-r.js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		r.log.Warn("registry writes not acknowledged in 10s", "batch", len(batch))
+	}
+	r.mu.Lock()
+	failed := r.failed
+	r.failed = nil
+	for _, k := range failed {
+		if _, newer := r.pending[k]; !newer {
+			if v, ok := batch[k]; ok {
+				r.pending[k] = v
+			}
+		}
+	}
+	r.mu.Unlock()
+	r.writes.Add(uint64(sent - min(sent, len(failed))))
+	if len(failed) > 0 {
+		r.log.Warn("registry writes failed; retrying", "failed", len(failed), "batch", len(batch))
+		return false
+	}
+	return true
+}
+
+// Close writes what is pending, bounded by ctx, and stops the writer.
+func (r *KVRegistry) Close(ctx context.Context) error {
+	if r.closed.Swap(true) {
+		return nil
+	}
+	close(r.stop)
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		return fmt.Errorf("bus: registry close: %w", ctx.Err())
+	}
+	if n := r.Pending(); n > 0 {
+		return fmt.Errorf("bus: registry close: %d writes not stored", n)
+	}
+	return nil
+}

@@ -1,0 +1,209 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Defaults of StreamConfig.
+const (
+	DefaultStreamName       = "IDLE_QUIESCE"
+	DefaultStreamDuplicates = 2 * time.Minute
+	DefaultStreamMaxAge     = 24 * time.Hour
+	DefaultStreamMaxBytes   = 1 << 30
+)
+
+// StreamConfig describes the JetStream stream that stores quiesce events so
+// an offline broker can catch up with a durable consumer.
+type StreamConfig struct {
+	Name       string        // default DefaultStreamName
+	Duplicates time.Duration // de-duplication window on Nats-Msg-Id
+	MaxAge     time.Duration
+	MaxBytes   int64
+}
+
+// maxPublishTries bounds how often one event is re-published after a failed
+// acknowledgement; beyond it, redelivery (Policy.RetryInterval) takes over.
+const maxPublishTries = 8
+
+// QuiesceStream publishes quiesce events through JetStream with
+// acknowledgement, retrying failed ones with backoff. Core NATS subscribers
+// of P.quiesce.> receive every publish, the stream stores each id once.
+type QuiesceStream struct {
+	js      jetstream.JetStream
+	log     *slog.Logger
+	retries chan *nats.Msg
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+
+	mu    sync.Mutex
+	tries map[string]int // event id -> failed publishes so far
+
+	acked   atomic.Uint64
+	failed  atomic.Uint64
+	dropped atomic.Uint64
+}
+
+// OpenQuiesceStream creates or updates the stream on P.quiesce.> and returns
+// a publisher for it.
+func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects Subjects, cfg StreamConfig, logger *slog.Logger) (*QuiesceStream, error) {
+	if cfg.Name == "" {
+		cfg.Name = DefaultStreamName
+	}
+	if cfg.Duplicates <= 0 {
+		cfg.Duplicates = DefaultStreamDuplicates
+	}
+	if cfg.MaxAge <= 0 {
+		cfg.MaxAge = DefaultStreamMaxAge
+	}
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = DefaultStreamMaxBytes
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	q := &QuiesceStream{
+		log:     logger.With("component", "quiesce-stream"),
+		retries: make(chan *nats.Msg, 4096),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		tries:   make(map[string]int),
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(16384),
+		jetstream.WithPublishAsyncTimeout(5*time.Second),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { q.retry(m, err) }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("bus: quiesce stream: %w", err)
+	}
+	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        cfg.Name,
+		Description: "idle-worker quiesce events",
+		Subjects:    []string{subjects.Quiesce(">")},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		Duplicates:  cfg.Duplicates,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    cfg.MaxBytes,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: quiesce stream %q: %w", cfg.Name, err)
+	}
+	q.js = js
+	go q.retrier()
+	return q, nil
+}
+
+// Publish sends m (which carries its Nats-Msg-Id header) without waiting for
+// the acknowledgement; a failure, now or at acknowledgement, is retried in
+// the background.
+func (q *QuiesceStream) Publish(m *nats.Msg) {
+	if _, err := q.js.PublishMsgAsync(m); err != nil {
+		q.retry(m, err)
+	}
+}
+
+func (q *QuiesceStream) retry(m *nats.Msg, err error) {
+	q.failed.Add(1)
+	id := m.Header.Get(HeaderMsgID)
+	q.mu.Lock()
+	if len(q.tries) > 1<<16 {
+		// Ids whose retry later succeeded are never removed one by one;
+		// forget them all rather than grow without bound.
+		clear(q.tries)
+	}
+	q.tries[id]++
+	n := q.tries[id]
+	if n >= maxPublishTries {
+		delete(q.tries, id)
+	}
+	q.mu.Unlock()
+	if n >= maxPublishTries {
+		q.dropped.Add(1)
+		q.log.Error("quiesce event not stored; leaving it to redelivery", "subject", m.Subject, "id", id, "error", err)
+		return
+	}
+	select {
+	case q.retries <- m:
+	default:
+		q.dropped.Add(1)
+		q.log.Error("quiesce retry queue full; leaving it to redelivery", "subject", m.Subject, "id", id)
+	}
+}
+
+func (q *QuiesceStream) retrier() {
+	defer close(q.done)
+	for {
+		select {
+		case <-q.stop:
+			return
+		case m := <-q.retries:
+			q.mu.Lock()
+			n := q.tries[m.Header.Get(HeaderMsgID)]
+			q.mu.Unlock()
+			wait := min(time.Duration(1<<min(n, 6))*50*time.Millisecond, 3*time.Second)
+			select {
+			case <-q.stop:
+				return
+			case <-time.After(wait):
+			}
+			// A fresh message: the failed one may still be referenced by
+			// the publisher's bookkeeping.
+			again := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
+			if _, err := q.js.PublishMsgAsync(again); err != nil {
+				q.retry(again, err)
+			}
+		}
+	}
+}
+
+// Stats returns the stream publisher's counters: events whose publish
+// failed at least once, and events given up to redelivery.
+func (q *QuiesceStream) Stats() (failed, gaveUp uint64) { return q.failed.Load(), q.dropped.Load() }
+
+// Close waits, bounded by ctx, for outstanding acknowledgements and stops
+// retrying.
+func (q *QuiesceStream) Close(ctx context.Context) error {
+	var err error
+	q.once.Do(func() {
+		select {
+		case <-q.js.PublishAsyncComplete():
+		case <-ctx.Done():
+			err = fmt.Errorf("bus: quiesce stream close: %w", ctx.Err())
+		}
+		close(q.stop)
+		<-q.done
+	})
+	return err
+}
+
+// ErrNoJetStream reports that persistence was required but the server has no
+// JetStream.
+var ErrNoJetStream = errors.New("bus: JetStream not available")
+
+// CheckJetStream reports whether the server behind nc offers JetStream to
+// this account. Errors other than "not enabled" are returned as they are.
+func CheckJetStream(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	if _, err := js.AccountInfo(ctx); err != nil {
+		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, nats.ErrNoResponders) {
+			return fmt.Errorf("%w: %w", ErrNoJetStream, err)
+		}
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,225 @@
+package coordinator
+
+import (
+	"testing"
+	"time"
+)
+
+var rt0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func retryPolicy() Policy {
+	return Policy{DefaultIdleTimeout: 10 * time.Second, RetryInterval: time.Second, RetryMaxInterval: 4 * time.Second}
+}
+
+func TestRedeliveryBackoff(t *testing.T) {
+	c := New(retryPolicy())
+	markDefault(t, c, "k", rt0)
+	first := c.CollectDue(rt0.Add(10 * time.Second))
+	if len(first) != 1 || first[0].Attempt != 1 {
+		t.Fatalf("first collect: got %+v; want one Due with Attempt 1", first)
+	}
+	gen := first[0].Generation
+	// Retries after 1s, 2s, 4s, 4s (capped) since each previous attempt.
+	at := rt0.Add(10 * time.Second)
+	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		if got := c.CollectDue(at.Add(wait - time.Nanosecond)); len(got) != 0 {
+			t.Fatalf("attempt %d: 1ns early got %+v; want nothing", i+2, got)
+		}
+		dl, ok := c.NextDeadline()
+		if !ok || !dl.Equal(at.Add(wait)) {
+			t.Fatalf("attempt %d: NextDeadline got %v,%v; want %v", i+2, dl, ok, at.Add(wait))
+		}
+		at = at.Add(wait)
+		got := c.CollectDue(at)
+		if len(got) != 1 {
+			t.Fatalf("attempt %d: got %d dues; want 1", i+2, len(got))
+		}
+		if got[0].Attempt != i+2 || got[0].Generation != gen || got[0].Reason != IdleTimeout {
+			t.Fatalf("attempt %d: got %+v; want same generation %d, reason idle_timeout", i+2, got[0], gen)
+		}
+	}
+	if got := c.Unacknowledged(); got != 1 {
+		t.Fatalf("Unacknowledged: got %d; want 1", got)
+	}
+}
+
+func TestRedeliveryEnds(t *testing.T) {
+	tests := []struct {
+		name     string
+		end      func(c *Coordinator, now time.Time)
+		wantUnak int
+		wantNext bool
+	}{
+		{"quiesced", func(c *Coordinator, _ time.Time) { c.MarkQuiesced("k") }, 0, false},
+		{"removed", func(c *Coordinator, _ time.Time) { c.Remove("k") }, 0, false},
+		{"activity", func(c *Coordinator, now time.Time) { markDefault(t, c, "k", now) }, 0, true},
+		{"draining report keeps retrying", func(c *Coordinator, _ time.Time) { c.MarkDraining("k") }, 1, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(retryPolicy())
+			markDefault(t, c, "k", rt0)
+			if got := c.CollectDue(rt0.Add(10 * time.Second)); len(got) != 1 {
+				t.Fatalf("got %d dues; want 1", len(got))
+			}
+			tt.end(c, rt0.Add(10*time.Second))
+			if got := c.Unacknowledged(); got != tt.wantUnak {
+				t.Errorf("Unacknowledged: got %d; want %d", got, tt.wantUnak)
+			}
+			got := c.CollectDue(rt0.Add(11 * time.Second))
+			if tt.wantUnak == 0 && len(got) != 0 {
+				t.Errorf("after %s: got redelivery %+v; want none", tt.name, got)
+			}
+			if tt.wantUnak == 1 && (len(got) != 1 || got[0].Attempt != 2) {
+				t.Errorf("after %s: got %+v; want attempt 2", tt.name, got)
+			}
+			if _, ok := c.NextDeadline(); ok != tt.wantNext {
+				t.Errorf("NextDeadline ok: got %v; want %v", ok, tt.wantNext)
+			}
+		})
+	}
+}
+
+func TestNoRedeliveryWhenOff(t *testing.T) {
+	c := New(Policy{DefaultIdleTimeout: time.Second})
+	markDefault(t, c, "k", rt0)
+	if got := c.CollectDue(rt0.Add(time.Second)); len(got) != 1 || got[0].Attempt != 1 {
+		t.Fatalf("got %+v; want one Due with Attempt 1", got)
+	}
+	if got := c.CollectDue(rt0.Add(time.Hour)); len(got) != 0 {
+		t.Fatalf("got %+v; want no redelivery", got)
+	}
+	if _, ok := c.NextDeadline(); ok {
+		t.Fatal("NextDeadline: got true; want false with redelivery off")
+	}
+	if got := c.Unacknowledged(); got != 1 {
+		t.Fatalf("Unacknowledged: got %d; want 1", got)
+	}
+}
+
+func TestForcedQuiesceKeepsReasonOnRedelivery(t *testing.T) {
+	c := New(retryPolicy())
+	markDefault(t, c, "k", rt0)
+	d, ok := c.Quiesce("k", rt0.Add(time.Second), Maintenance)
+	if !ok || d.Attempt != 1 || d.Reason != Maintenance {
+		t.Fatalf("Quiesce: got %+v,%v; want attempt 1, maintenance", d, ok)
+	}
+	got := c.CollectDue(rt0.Add(2 * time.Second))
+	if len(got) != 1 || got[0].Reason != Maintenance || got[0].Attempt != 2 {
+		t.Fatalf("redelivery: got %+v; want maintenance attempt 2", got)
+	}
+}
+
+func TestRestore(t *testing.T) {
+	now := rt0.Add(time.Hour)
+	tests := []struct {
+		name      string
+		rec       Record
+		wantState State
+		wantDue   []time.Duration // offsets from now at which CollectDue must return the key
+		wantUnak  int
+	}{
+		{"running gets a full timeout of grace", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Running, Generation: 7}, Running, []time.Duration{5 * time.Second}, 0},
+		{"draining stays draining and is redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7, Reason: IdleTimeout}, Draining, []time.Duration{time.Second}, 1},
+		{"draining by report is not redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7}, Draining, nil, 0},
+		{"quiesced stays quiesced", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Quiesced, Generation: 7, Reason: IdleTimeout}, Quiesced, nil, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(retryPolicy())
+			if err := c.Restore(tt.rec, now); err != nil {
+				t.Fatalf("Restore: %v", err)
+			}
+			b, ok := c.Get("k", now)
+			if !ok || b.State != tt.wantState || b.Generation != 7 || b.IdleTimeout != 5*time.Second {
+				t.Fatalf("Get: got %+v; want state %v, generation 7, timeout 5s", b, tt.wantState)
+			}
+			if got := c.Unacknowledged(); got != tt.wantUnak {
+				t.Errorf("Unacknowledged: got %d; want %d", got, tt.wantUnak)
+			}
+			if len(tt.wantDue) == 0 {
+				if got := c.CollectDue(now.Add(time.Hour)); len(got) != 0 {
+					t.Fatalf("got %+v; want nothing due", got)
+				}
+				return
+			}
+			if got := c.CollectDue(now.Add(tt.wantDue[0] - time.Nanosecond)); len(got) != 0 {
+				t.Fatalf("early: got %+v; want nothing", got)
+			}
+			got := c.CollectDue(now.Add(tt.wantDue[0]))
+			if len(got) != 1 || got[0].Generation != 7 {
+				t.Fatalf("got %+v; want k with generation 7", got)
+			}
+		})
+	}
+}
+
+func TestRestoreGenerationsNeverReused(t *testing.T) {
+	c := New(DefaultPolicy())
+	if err := c.Restore(Record{Key: "a", IdleTimeout: time.Second, State: Running, Generation: 41}, rt0); err != nil {
+		t.Fatal(err)
+	}
+	c.SetGenerationFloor(100)
+	markDefault(t, c, "b", rt0)
+	b, _ := c.Get("b", rt0)
+	if b.Generation != 101 {
+		t.Fatalf("new key generation: got %d; want 101", b.Generation)
+	}
+	c.SetGenerationFloor(50) // never moves back
+	if got := c.Generation(); got != 101 {
+		t.Fatalf("Generation: got %d; want 101", got)
+	}
+}
+
+func TestRestoreRespectsLimitAndReplaces(t *testing.T) {
+	c := New(Policy{DefaultIdleTimeout: time.Second, MaxBackends: 1})
+	if err := c.Restore(Record{Key: "a", IdleTimeout: time.Second, State: Running, Generation: 1}, rt0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Restore(Record{Key: "b", IdleTimeout: time.Second, State: Running, Generation: 2}, rt0); err != ErrFull {
+		t.Fatalf("second key: got %v; want ErrFull", err)
+	}
+	if err := c.Restore(Record{Key: "a", IdleTimeout: 3 * time.Second, State: Quiesced, Generation: 3}, rt0); err != nil {
+		t.Fatalf("replace: %v", err)
+	}
+	if c.Len() != 1 || c.Count(Quiesced) != 1 || c.Count(Running) != 0 {
+		t.Fatalf("counts: got len %d quiesced %d running %d; want 1 1 0", c.Len(), c.Count(Quiesced), c.Count(Running))
+	}
+	if _, ok := c.NextDeadline(); ok {
+		t.Fatal("a replaced running entry is still scheduled")
+	}
+}
+
+func TestExtend(t *testing.T) {
+	c := New(retryPolicy())
+	markDefault(t, c, "idle", rt0)
+	markDefault(t, c, "drained", rt0.Add(-10*time.Second))
+	if got := c.CollectDue(rt0); len(got) != 1 || got[0].Key != "drained" {
+		t.Fatalf("got %+v; want drained due", got)
+	}
+	// An outage of 30 s: the running backend's deadline (rt0+10s) and the
+	// redelivery (rt0+1s) both move 30 s later.
+	c.Extend(30 * time.Second)
+	if got := c.CollectDue(rt0.Add(31*time.Second - time.Nanosecond)); len(got) != 0 {
+		t.Fatalf("before the shifted times: got %+v; want nothing", got)
+	}
+	got := c.CollectDue(rt0.Add(31 * time.Second))
+	if len(got) != 1 || got[0].Key != "drained" || got[0].Attempt != 2 {
+		t.Fatalf("got %+v; want the redelivery of drained", got)
+	}
+	// The next redelivery (attempt 3) waits 2 s: rt0+33s; the idle
+	// deadline is rt0+40s.
+	got = c.CollectDue(rt0.Add(40 * time.Second))
+	if len(got) != 2 || got[0].Key != "drained" || got[0].Attempt != 3 || got[1].Key != "idle" || got[1].IdleFor != 10*time.Second {
+		t.Fatalf("got %+v; want drained attempt 3, then idle with IdleFor 10s (the outage does not count)", got)
+	}
+	c.Extend(0)
+	c.Extend(-time.Second)
+}
+
+func markDefault(t *testing.T, c *Coordinator, key string, now time.Time) {
+	t.Helper()
+	if _, err := c.MarkActivity(key, now); err != nil {
+		t.Fatalf("MarkActivity(%q): %v", key, err)
+	}
+}
