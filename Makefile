@@ -20,8 +20,13 @@ run: build
 test: lint
 	$(GO) test -race -count=1 -timeout 20m $(PKGS)
 
+# Go benchmarks (allocs/op of the heartbeat path must be 0: no -race here),
+# then the end-to-end measurements against an embedded nats-server; the
+# table is printed and written as JSON to BENCH_OUT.
+BENCH_OUT ?= bench-results.json
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator ./bus
+	$(GO) run ./cmd/idle-bench -out $(BENCH_OUT)
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -35,6 +35,9 @@ type Registry interface {
 	// SetHighWater stores a generation that no generation handed out by
 	// this run exceeds before the next SetHighWater.
 	SetHighWater(gen uint64)
+	// StoreHighWater is SetHighWater, waiting until it is stored. The
+	// worker calls it once before serving.
+	StoreHighWater(ctx context.Context, gen uint64) error
 	// Close writes what is pending, bounded by ctx, and stops.
 	Close(ctx context.Context) error
 }
@@ -283,6 +286,14 @@ func (r *KVRegistry) Delete(key string) { r.queue(kvKey(key), nil) }
 // SetHighWater queues the generation high-water mark.
 func (r *KVRegistry) SetHighWater(gen uint64) {
 	r.queue(kvHighWaterKey, strconv.AppendUint(nil, gen, 10))
+}
+
+// StoreHighWater stores the generation high-water mark and waits for it.
+func (r *KVRegistry) StoreHighWater(ctx context.Context, gen uint64) error {
+	if _, err := r.kv.Put(ctx, kvHighWaterKey, strconv.AppendUint(nil, gen, 10)); err != nil {
+		return fmt.Errorf("bus: registry high-water mark: %w", err)
+	}
+	return nil
 }
 
 func (r *KVRegistry) queue(k string, v []byte) {

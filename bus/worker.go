@@ -105,7 +105,14 @@ type Worker struct {
 	stopping chan struct{}
 	stats    counters
 	rl       rateLog
-	buf      []byte // scratch for replies, owned by the loop
+	buf      []byte            // scratch for replies, owned by the loop
+	due      []coordinator.Due // scratch for CollectDue, owned by the loop
+	// ev is the loop's scratch for quiesce events published on core NATS.
+	ev struct {
+		msg  nats.Msg
+		id   [1]string // the Nats-Msg-Id header's values
+		body []byte
+	}
 
 	timer   *time.Timer
 	armed   bool
@@ -225,6 +232,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.subsMu.Unlock()
 
 	if err := w.restore(ctx); err != nil {
+		w.closeOutputs()
 		return err
 	}
 	w.status = w.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
@@ -425,7 +433,11 @@ func (w *Worker) restore(ctx context.Context) error {
 	w.coord.SetGenerationFloor(st.HighWater)
 	w.incarn = st.ID
 	w.hwm = w.coord.Generation() + generationBlock
-	w.reg.SetHighWater(w.hwm)
+	// Stored before any id of this run is used, so a crash right after
+	// start cannot hand out a generation twice.
+	if err := w.reg.StoreHighWater(ctx, w.hwm); err != nil {
+		return err
+	}
 	w.stats.restored.Store(int64(restored))
 	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped,
 		"running", w.coord.Count(coordinator.Running), "draining", w.coord.Count(coordinator.Draining),
@@ -516,15 +528,19 @@ func (w *Worker) fire() {
 		return
 	}
 	now := w.now()
-	for _, d := range w.coord.CollectDue(now) {
+	w.due = w.coord.AppendDue(w.due[:0], now)
+	for _, d := range w.due {
 		w.emit(d, now)
 	}
+	clear(w.due) // keep no key alive
 }
 
 // eventID names one emission: the worker's incarnation and the running
 // period's generation, which the coordinator never reuses.
 func (w *Worker) eventID(gen uint64) string {
-	return w.incarn + "-" + strconv.FormatUint(gen, 10)
+	b := make([]byte, 0, 64) // on the stack: one allocation, the string
+	b = append(append(b, w.incarn...), '-')
+	return string(strconv.AppendUint(b, gen, 10))
 }
 
 func (w *Worker) emit(d coordinator.Due, now time.Time) {
@@ -537,14 +553,14 @@ func (w *Worker) emit(d coordinator.Due, now time.Time) {
 		At:                  now,
 		Attempt:             d.Attempt,
 	}
-	msg := &nats.Msg{
-		Subject: w.subj.Quiesce(d.Key),
-		Data:    ev.AppendJSON(make([]byte, 0, 192)),
-		Header:  nats.Header{HeaderMsgID: []string{ev.ID}},
-	}
 	if w.cfg.Stream != nil {
-		w.cfg.Stream.Publish(msg)
-	} else if err := w.nc.PublishMsg(msg); err != nil {
+		// The stream keeps the message until it is acknowledged.
+		w.cfg.Stream.Publish(&nats.Msg{
+			Subject: w.subj.Quiesce(d.Key),
+			Data:    ev.AppendJSON(make([]byte, 0, 192)),
+			Header:  nats.Header{HeaderMsgID: []string{ev.ID}},
+		})
+	} else if err := w.publishEvent(w.subj.Quiesce(d.Key), &ev); err != nil {
 		w.stats.publishErrors.Add(1)
 		w.log.Error("publish quiesce", "backend", d.Key, "id", ev.ID, "error", err)
 	}
@@ -564,7 +580,23 @@ func (w *Worker) emit(d coordinator.Due, now time.Time) {
 		w.cfg.Observer.Quiesced(d, late)
 	}
 	w.stats.quiesces[d.Reason].Add(1)
-	w.log.Debug("quiesce", "backend", d.Key, "id", ev.ID, "reason", ev.Reason, "idle_for", d.IdleFor)
+	if w.log.Enabled(context.Background(), slog.LevelDebug) {
+		w.log.Debug("quiesce", "backend", d.Key, "id", ev.ID, "reason", ev.Reason, "idle_for", d.IdleFor)
+	}
+}
+
+// publishEvent publishes ev on core NATS through the loop's scratch message:
+// PublishMsg copies subject, header and body into the connection's buffer
+// before it returns, so nothing of it need outlive the call.
+func (w *Worker) publishEvent(subject string, ev *QuiesceEvent) error {
+	m := &w.ev.msg
+	if m.Header == nil {
+		m.Header = nats.Header{HeaderMsgID: w.ev.id[:]}
+	}
+	w.ev.id[0] = ev.ID
+	w.ev.body = ev.AppendJSON(w.ev.body[:0])
+	m.Subject, m.Data = subject, w.ev.body
+	return w.nc.PublishMsg(m)
 }
 
 func (w *Worker) handle(m *nats.Msg) {

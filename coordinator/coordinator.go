@@ -208,6 +208,9 @@ func (c *Coordinator) MarkDraining(key string) bool {
 	if e.state != Draining {
 		c.unschedule(e)
 		c.setState(e, Draining)
+		// Drained by a report, not an emission: nothing to redeliver, and
+		// a restored record must not look like an unacknowledged drain.
+		e.reason = 0
 	}
 	return true
 }
@@ -246,8 +249,14 @@ func (c *Coordinator) Remove(key string) bool {
 // backend whose next attempt is due, with its original Reason and Generation
 // and Attempt incremented. Backends come out in order of their due times.
 func (c *Coordinator) CollectDue(now time.Time) []Due {
+	return c.AppendDue(nil, now)
+}
+
+// AppendDue is CollectDue appending to dst and returning the extended
+// slice, so that a caller can reuse one slice between calls.
+func (c *Coordinator) AppendDue(dst []Due, now time.Time) []Due {
 	t := c.offset(now)
-	var out []Due
+	out := dst
 	for len(c.heap) > 0 {
 		e := c.heap[0]
 		if e.due > t {

@@ -25,13 +25,15 @@ type fataler interface {
 }
 
 // checkInvariants verifies the internal structure of c: every Running entry
-// is in the heap at the position it records, no other entry is, the heap is
-// ordered by due, each heap key is a lower bound of the real deadline, and
-// the per-state counts match the entries.
+// is in the heap at the position it records, and so is every Draining entry
+// that awaits a redelivery (sent a quiesce, redelivery on); no other entry
+// is; the heap is ordered by due; each Running heap key is a lower bound of
+// the real deadline; only Draining entries count attempts; and the per-state
+// and unacknowledged counts match the entries.
 func checkInvariants(tb fataler, c *Coordinator) {
 	tb.Helper()
 	var counts [Quiesced + 1]int
-	running := 0
+	scheduled, unacked := 0, 0
 	for k, e := range c.entries {
 		if e.key != k {
 			tb.Fatalf("entry under %q has key %q", k, e.key)
@@ -43,20 +45,28 @@ func checkInvariants(tb fataler, c *Coordinator) {
 			tb.Fatalf("entry %q: got timeout %v; want >= %v", k, time.Duration(e.timeout), MinTimeout)
 		}
 		counts[e.state]++
-		if e.state == Running {
-			running++
-			if e.idx < 0 || int(e.idx) >= len(c.heap) || c.heap[e.idx] != e {
-				tb.Fatalf("running entry %q: got heap index %d; want its position in a heap of %d", k, e.idx, len(c.heap))
-			}
-			if e.due > e.deadline() {
-				tb.Fatalf("entry %q: got heap key %d; want <= deadline %d", k, e.due, e.deadline())
-			}
-		} else if e.idx != -1 {
-			tb.Fatalf("%v entry %q: got heap index %d; want -1", e.state, k, e.idx)
+		if e.state != Draining && e.attempt != 0 {
+			tb.Fatalf("%v entry %q: got attempt %d; want 0", e.state, k, e.attempt)
+		}
+		if e.state == Draining && e.attempt > 0 {
+			unacked++
+		}
+		inHeap := e.state == Running || e.state == Draining && e.attempt > 0 && c.retry > 0
+		switch {
+		case inHeap && (e.idx < 0 || int(e.idx) >= len(c.heap) || c.heap[e.idx] != e):
+			tb.Fatalf("%v entry %q (attempt %d): got heap index %d; want its position in a heap of %d", e.state, k, e.attempt, e.idx, len(c.heap))
+		case !inHeap && e.idx != -1:
+			tb.Fatalf("%v entry %q (attempt %d): got heap index %d; want -1", e.state, k, e.attempt, e.idx)
+		}
+		if inHeap {
+			scheduled++
+		}
+		if e.state == Running && e.due > e.deadline() {
+			tb.Fatalf("entry %q: got heap key %d; want <= deadline %d", k, e.due, e.deadline())
 		}
 	}
-	if len(c.heap) != running {
-		tb.Fatalf("got heap length %d; want %d running entries", len(c.heap), running)
+	if len(c.heap) != scheduled {
+		tb.Fatalf("got heap length %d; want %d scheduled entries", len(c.heap), scheduled)
 	}
 	for i := 1; i < len(c.heap); i++ {
 		if p := (i - 1) / 2; c.heap[i].due < c.heap[p].due {
@@ -70,6 +80,9 @@ func checkInvariants(tb fataler, c *Coordinator) {
 	}
 	if got, want := c.Len(), counts[Running]+counts[Draining]+counts[Quiesced]; got != want {
 		tb.Fatalf("Len: got %d; want %d (sum of the counts)", got, want)
+	}
+	if got := c.Unacknowledged(); got != unacked {
+		tb.Fatalf("Unacknowledged: got %d; want %d (Draining entries with attempts)", got, unacked)
 	}
 }
 

@@ -111,7 +111,8 @@ type Backend struct {
 	IdleFor     time.Duration
 	IdleTimeout time.Duration
 	Generation  uint64
-	// Reason is why a Draining backend was drained (zero otherwise).
+	// Reason is why a Draining or Quiesced backend was drained by an
+	// emission (zero otherwise).
 	Reason Reason
 	// Attempts counts the quiesce emissions of a Draining backend's
 	// current generation (zero when none was sent).

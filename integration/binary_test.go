@@ -36,6 +36,7 @@ func TestMain(m *testing.M) {
 		built.err = err
 	} else {
 		built.path, built.output, built.err = buildBinary(dir)
+		chaosServerBin.path, chaosServerBin.output, chaosServerBin.err = chaosBuildServer(dir)
 	}
 	code := m.Run()
 	if dir != "" {

@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	neturl "net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/natsconn"
 )
 
 // envPrefix prefixes every environment variable: IDLE_NATS_URL and so on.
@@ -44,6 +47,67 @@ type config struct {
 	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info"`
 	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text"`
+	// HTTPAddr is where /metrics, /healthz and /readyz are served; set
+	// but empty, nothing is. HTTPAddrSet says it was set explicitly: then
+	// the address must be free, while the default is best effort.
+	HTTPAddr    string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9464"`
+	HTTPAddrSet bool   `ignored:"true"`
+
+	// Authentication (at most one method) and TLS of the connection to
+	// IDLE_NATS_URL. Secrets are of type natsconn.Secret, which never
+	// prints.
+	NATSCreds    string          `envconfig:"NATS_CREDS"`
+	NATSNKeySeed string          `envconfig:"NATS_NKEY_SEED"`
+	NATSUser     string          `envconfig:"NATS_USER"`
+	NATSPassword natsconn.Secret `envconfig:"NATS_PASSWORD"`
+	NATSToken    natsconn.Secret `envconfig:"NATS_TOKEN"`
+	NATSTLSCA    string          `envconfig:"NATS_TLS_CA"`
+	NATSTLSCert  string          `envconfig:"NATS_TLS_CERT"`
+	NATSTLSKey   string          `envconfig:"NATS_TLS_KEY"`
+}
+
+// natsConn returns the authentication and TLS settings of the connection.
+func (c config) natsConn() natsconn.Config {
+	return natsconn.Config{
+		CredsFile:    c.NATSCreds,
+		NKeySeedFile: c.NATSNKeySeed,
+		User:         c.NATSUser,
+		Password:     c.NATSPassword,
+		Token:        c.NATSToken,
+		TLSCAFile:    c.NATSTLSCA,
+		TLSCertFile:  c.NATSTLSCert,
+		TLSKeyFile:   c.NATSTLSKey,
+	}
+}
+
+// natsVars names the variable of each natsconn setting, without the prefix.
+var natsVars = map[natsconn.Setting]string{
+	natsconn.CredsFile:    "NATS_CREDS",
+	natsconn.NKeySeedFile: "NATS_NKEY_SEED",
+	natsconn.User:         "NATS_USER",
+	natsconn.Password:     "NATS_PASSWORD",
+	natsconn.Token:        "NATS_TOKEN",
+	natsconn.TLSCAFile:    "NATS_TLS_CA",
+	natsconn.TLSCertFile:  "NATS_TLS_CERT",
+	natsconn.TLSKeyFile:   "NATS_TLS_KEY",
+}
+
+// natsConnError turns a natsconn error into a configError naming the
+// variables involved.
+func natsConnError(err error) error {
+	var ne *natsconn.Error
+	if !errors.As(err, &ne) {
+		return err
+	}
+	name := natsVars[ne.Setting]
+	switch {
+	case errors.Is(err, natsconn.ErrConflict):
+		return bad(name, "cannot be combined with %s_%s: choose one authentication method", envPrefix, natsVars[ne.With])
+	case errors.Is(err, natsconn.ErrIncomplete):
+		return bad(name, "is set but %s_%s is not", envPrefix, natsVars[ne.With])
+	default:
+		return bad(name, "%s", ne.Detail)
+	}
 }
 
 // configError is a bad configuration value; the process exits with status 2.
@@ -68,6 +132,7 @@ func loadConfig() (config, error) {
 		}
 		return c, err
 	}
+	_, c.HTTPAddrSet = os.LookupEnv(envPrefix + "_HTTP_ADDR")
 	return c, c.validate()
 }
 
@@ -131,7 +196,68 @@ func (c config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return bad("LOG_FORMAT", "%q is not text or json", c.LogFormat)
 	}
+	if c.HTTPAddr != "" {
+		_, port, err := net.SplitHostPort(c.HTTPAddr)
+		if err != nil {
+			return bad("HTTP_ADDR", "want host:port, or empty to serve no HTTP: %v", err)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			return bad("HTTP_ADDR", "port %q is not a number in 0..65535", port)
+		}
+	}
+	return c.validateNATS()
+}
+
+// validateNATS checks the authentication and TLS settings. They apply to
+// IDLE_NATS_URL only: the embedded server has neither.
+func (c config) validateNATS() error {
+	nc := c.natsConn()
+	if c.NATSURL == "" {
+		if s := firstSet(nc); s != 0 {
+			return bad(natsVars[s], "applies only with IDLE_NATS_URL; the embedded server has no authentication or TLS")
+		}
+		return nil
+	}
+	if err := nc.Validate(); err != nil {
+		return natsConnError(err)
+	}
+	if a := nc.Auth(); a != 0 && urlHasUser(c.NATSURL) {
+		return bad("NATS_URL", "carries credentials and %s_%s is set too: choose one authentication method", envPrefix, natsVars[a])
+	}
 	return nil
+}
+
+// firstSet returns the first natsconn setting that is set, or zero.
+func firstSet(c natsconn.Config) natsconn.Setting {
+	for _, f := range []struct {
+		s   natsconn.Setting
+		set bool
+	}{
+		{natsconn.CredsFile, c.CredsFile != ""},
+		{natsconn.NKeySeedFile, c.NKeySeedFile != ""},
+		{natsconn.User, c.User != ""},
+		{natsconn.Password, c.Password != ""},
+		{natsconn.Token, c.Token != ""},
+		{natsconn.TLSCAFile, c.TLSCAFile != ""},
+		{natsconn.TLSCertFile, c.TLSCertFile != ""},
+		{natsconn.TLSKeyFile, c.TLSKeyFile != ""},
+	} {
+		if f.set {
+			return f.s
+		}
+	}
+	return 0
+}
+
+// urlHasUser reports whether any of the comma-separated URLs carries user
+// information (user:password@ or token@).
+func urlHasUser(urls string) bool {
+	for _, p := range strings.Split(urls, ",") {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // validName reports whether s is a JetStream stream or bucket name.

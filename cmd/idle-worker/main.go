@@ -3,7 +3,10 @@
 //
 // It is configured entirely from IDLE_* environment variables (see the
 // README). With IDLE_NATS_URL empty it starts an embedded nats-server with
-// JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222), so it runs alone.
+// JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222), so it runs alone;
+// otherwise it connects there with the authentication and TLS of the
+// IDLE_NATS_* variables (package natsconn). It serves Prometheus metrics,
+// /healthz and /readyz on IDLE_HTTP_ADDR (127.0.0.1:9464; package metrics).
 //
 // Exit status: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
 // service fails, 2 when the configuration is bad.

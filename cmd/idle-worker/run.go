@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	neturl "net/url"
 	"os"
 	"strconv"
@@ -17,11 +20,30 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/metrics"
 )
 
 // run starts the service and blocks until ctx is done, then shuts down within
 // cfg.ShutdownTimeout. It returns nil after a clean shutdown.
 func run(ctx context.Context, cfg config, logger *slog.Logger) error {
+	// Bind the HTTP listener first, so that an address in use fails the
+	// start at once; it serves once the worker exists. The default address
+	// is best effort: a second worker on the host runs without HTTP.
+	var ln net.Listener
+	if cfg.HTTPAddr != "" {
+		l, err := net.Listen("tcp", cfg.HTTPAddr)
+		switch {
+		case err == nil:
+			ln = l
+			defer ln.Close() // a no-op once the HTTP server has shut down
+		case cfg.HTTPAddrSet:
+			return fmt.Errorf("IDLE_HTTP_ADDR: %w", err)
+		default:
+			logger.Error("no /metrics, /healthz or /readyz: the default IDLE_HTTP_ADDR is taken; set IDLE_HTTP_ADDR to a free address, or to empty to serve no HTTP",
+				"component", "http", "addr", cfg.HTTPAddr, "error", err)
+		}
+	}
+
 	url := cfg.NATSURL
 	if url == "" {
 		srv, cleanup, err := startEmbedded(cfg, logger)
@@ -41,6 +63,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		nc.Close()
 		return bad("SUBJECT_PREFIX", "%v", err)
 	}
+	lateness := metrics.NewLateness()
 	wcfg := bus.WorkerConfig{
 		Subjects: subjects,
 		Policy: coordinator.Policy{
@@ -55,6 +78,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Version:         version,
 		Logger:          logger,
 		OutageDetection: cfg.PingInterval * (maxPingsOut + 1),
+		Observer:        lateness,
 	}
 	if err := persistence(ctx, nc, subjects, cfg, logger, &wcfg); err != nil {
 		nc.Close()
@@ -64,6 +88,14 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err != nil {
 		nc.Close()
 		return err
+	}
+	stopHTTP := func() {}
+	if ln != nil {
+		stopHTTP, err = serveHTTP(ctx, ln, w, nc, lateness, cfg.ShutdownTimeout, logger)
+		if err != nil {
+			nc.Close()
+			return err
+		}
 	}
 	runErr := w.Run(ctx)
 
@@ -77,6 +109,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		logger.Warn("connection did not drain in time; closing", "timeout", cfg.ShutdownTimeout)
 		nc.Close()
 	}
+	stopHTTP()
 	if runErr != nil {
 		return runErr
 	}
@@ -130,7 +163,14 @@ func connect(url string, cfg config, logger *slog.Logger) (*nats.Conn, <-chan st
 	log := logger.With("component", "nats")
 	closed := make(chan struct{})
 	var disconnectedAt time.Time
-	nc, err := nats.Connect(url,
+	var secure []nats.Option
+	if cfg.NATSURL != "" { // the embedded server has no authentication or TLS
+		var err error
+		if secure, err = cfg.natsConn().Options(); err != nil {
+			return nil, nil, natsConnError(err)
+		}
+	}
+	opts := append(secure,
 		nats.Name("idle-worker"),
 		nats.Timeout(cfg.ConnectTimeout),
 		nats.MaxReconnects(-1),
@@ -155,11 +195,99 @@ func connect(url string, cfg config, logger *slog.Logger) (*nats.Conn, <-chan st
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(closed) }),
 	)
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect to NATS at %s: %w", redact(url), err)
+		return nil, nil, fmt.Errorf("connect to NATS at %s%s: %w", redact(url), connectHint(err), err)
 	}
-	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted())
+	auth := "none"
+	switch a := cfg.natsConn().Auth(); {
+	case cfg.NATSURL == "":
+	case a != 0:
+		auth = a.String()
+	case urlHasUser(cfg.NATSURL):
+		auth = "URL user information"
+	}
+	_, tlsErr := nc.TLSConnectionState()
+	log.Info("connected to NATS", "url", nc.ConnectedUrlRedacted(), "auth", auth, "tls", tlsErr == nil)
 	return nc, closed, nil
+}
+
+// connectHint explains a failed first connection that retrying will not
+// fix: a refused login or a failed TLS handshake.
+func connectHint(err error) string {
+	switch {
+	case errors.Is(err, nats.ErrAuthorization), errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked):
+		return " (login refused: check IDLE_NATS_CREDS, IDLE_NATS_NKEY_SEED, IDLE_NATS_USER and IDLE_NATS_PASSWORD, or IDLE_NATS_TOKEN)"
+	case isTLSError(err):
+		return " (TLS failed: check IDLE_NATS_TLS_CA, IDLE_NATS_TLS_CERT and IDLE_NATS_TLS_KEY)"
+	}
+	return ""
+}
+
+// isTLSError reports whether err comes from TLS: a certificate the client
+// or the server refused (a server that refuses the client's certificate
+// closes the connection right after the handshake: nats.ErrTLS), or a TLS
+// requirement one side does not meet.
+func isTLSError(err error) bool {
+	var (
+		verify    *tls.CertificateVerificationError
+		alert     tls.AlertError
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		record    tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &verify), errors.As(err, &alert), errors.As(err, &unknownCA),
+		errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &record):
+		return true
+	case errors.Is(err, nats.ErrTLS), errors.Is(err, nats.ErrSecureConnRequired), errors.Is(err, nats.ErrSecureConnWanted):
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "tls: ") || strings.Contains(msg, "x509: ")
+}
+
+// errShuttingDown is /readyz's reason once a signal asked the worker to
+// stop.
+var errShuttingDown = errors.New("shutting down")
+
+// serveHTTP serves /metrics, /healthz and /readyz on ln until the returned
+// stop is called, which shuts the server down gracefully within timeout.
+func serveHTTP(ctx context.Context, ln net.Listener, w *bus.Worker, nc *nats.Conn, lateness *metrics.Lateness, timeout time.Duration, logger *slog.Logger) (stop func(), err error) {
+	log := logger.With("component", "http")
+	reg, err := metrics.NewRegistry(metrics.NewCollector(w, nc), lateness)
+	if err != nil {
+		return nil, err
+	}
+	ready := metrics.Readiness(nc, w.Ready())
+	srv := &http.Server{
+		Handler: metrics.Handler(reg, func() error {
+			if ctx.Err() != nil {
+				return errShuttingDown
+			}
+			return ready()
+		}, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("HTTP server failed", "error", err)
+		}
+	}()
+	log.Info("serving /metrics, /healthz and /readyz", "addr", ln.Addr().String())
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("HTTP server did not shut down in time; closing", "error", err)
+			_ = srv.Close()
+		}
+		<-done
+	}, nil
 }
 
 // redact hides user information in a comma-separated list of NATS URLs, for

@@ -1,0 +1,234 @@
+// Command idle-bench measures idle-worker end to end, each figure next to a
+// baseline measured in the same run, and prints a table (also written as
+// JSON, see -out).
+//
+// It starts an embedded nats-server with JetStream on 127.0.0.1 (random
+// port, temporary store) and runs five sections:
+//
+//  1. Ingest. Publishers on their own connections send -messages heartbeats
+//     over -keys distinct keys, once with empty bodies and once with
+//     {"idle_timeout_ms":N}. The baseline is a plain subscriber that only
+//     counts what it receives, through a queue as long as the worker's
+//     (the limit of one connection); the worker's rate counts heartbeats
+//     it applied (Stats().Heartbeats). Publishers keep at most -window
+//     messages ahead of the consumer, so the figure is a sustained rate;
+//     slow-consumer drops are still counted (sub.Dropped(),
+//     Stats().Dropped) and reported. Each is measured -rounds times,
+//     alternating which goes first, and the best round counts: on a shared
+//     machine noise only ever slows a run down.
+//  2. Timeliness. -timely backends heartbeat once with timeouts chosen so
+//     that their deadlines fall within -spread, -lead after the start. A
+//     subscriber stamps each quiesce event on arrival; lateness = arrival -
+//     deadline, where the deadline is the heartbeat's publish time (before
+//     the worker received it: conservative) plus its timeout, both on this
+//     program's monotonic clock. Heartbeats are sent at most -timely-window
+//     ahead of the worker, so none waits long in a queue. Early events are
+//     counted; there must be none. The events of -timely-rounds rounds are
+//     pooled. Alongside: the lateness split into its three legs (through a
+//     bus.Observer: the worker shares this process and its clock), a bare
+//     1 ms timer in this process as the floor any timer-driven decision
+//     has, and the GC cycles meanwhile. The default subscriber (-subscriber
+//     raw) speaks the NATS protocol itself and allocates nothing, so the
+//     observer adds no garbage to the process under test; -subscriber nats
+//     uses a nats.go subscription instead.
+//  3. The NATS-native alternative: the same backends as keys of a KV bucket
+//     with per-key TTLs and limit markers (LimitMarkerTTL), created with
+//     kv.Create and jetstream.KeyTTL by -kv-concurrency goroutines and
+//     watched for the expiry markers. KV TTLs are whole seconds, so each
+//     key's TTL is rounded up to put every deadline within one second,
+//     -kv-lead after the start.
+//  4. Memory. Heap bytes per tracked backend in a coordinator.Coordinator
+//     holding -memory-backends backends, after runtime.GC, with the bytes
+//     of the key copies measured and counted apart.
+//  5. Shutdown. Time for Worker.Run to return after its context is
+//     cancelled, and then for its connection to drain, with
+//     -shutdown-backends backends tracked.
+//
+// Every section also reports how much of the machine other processes used
+// meanwhile (from /proc, on Linux).
+//
+// Each target of the performance issue is checked and printed as met or
+// missed. -quick shrinks every size for a smoke run; sizes given explicitly
+// win over -quick.
+//
+// Usage:
+//
+//	go run ./cmd/idle-bench [-quick] [-out bench-results.json] [-keys N] [-messages N] ...
+//	go run ./cmd/idle-bench -help     # every flag
+//	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "idle-bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if _, err := run(ctx, cfg, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "idle-bench:", err)
+		os.Exit(1)
+	}
+}
+
+// config holds the sizes and knobs of a run.
+type config struct {
+	Keys        int `json:"keys"`
+	Messages    int `json:"messages"`
+	Publishers  int `json:"publishers"`
+	Window      int `json:"window"`
+	Rounds      int `json:"rounds"`
+	QueueLength int `json:"queue_length"`
+
+	Timely       int           `json:"timely"`
+	TimelyWindow int           `json:"timely_window"`
+	TimelyRounds int           `json:"timely_rounds"`
+	Subscriber   string        `json:"subscriber"`
+	Spread       time.Duration `json:"spread_ns"`
+	Lead         time.Duration `json:"lead_ns"`
+
+	KVKeys        int           `json:"kv_keys"`
+	KVConcurrency int           `json:"kv_concurrency"`
+	KVLead        time.Duration `json:"kv_lead_ns"`
+	KVStorage     string        `json:"kv_storage"`
+
+	MemoryBackends   int `json:"memory_backends"`
+	ShutdownBackends int `json:"shutdown_backends"`
+
+	Out string `json:"out"`
+	// CPUProfile and MemProfile name pprof files for the whole run
+	// (empty: none).
+	CPUProfile string `json:"-"`
+	MemProfile string `json:"-"`
+}
+
+// defaultConfig returns the sizes of the performance issue.
+func defaultConfig() config {
+	return config{
+		Keys:             100_000,
+		Messages:         2_000_000,
+		Publishers:       1,
+		Window:           1 << 15,
+		Rounds:           3,
+		QueueLength:      1 << 16,
+		Timely:           100_000,
+		TimelyWindow:     256,
+		TimelyRounds:     3,
+		Subscriber:       "raw",
+		Spread:           time.Second,
+		Lead:             time.Second,
+		KVKeys:           -1, // same as Timely
+		KVConcurrency:    64,
+		KVLead:           5 * time.Second,
+		KVStorage:        "memory",
+		MemoryBackends:   1_000_000,
+		ShutdownBackends: 1_000_000,
+		Out:              "bench-results.json",
+	}
+}
+
+// quickSizes are the sizes of -quick: a smoke run of a few seconds.
+func quickSizes(c *config) map[string]func() {
+	return map[string]func(){
+		"keys":              func() { c.Keys = 1_000 },
+		"messages":          func() { c.Messages = 20_000 },
+		"rounds":            func() { c.Rounds = 1 },
+		"window":            func() { c.Window = 4096 },
+		"timely":            func() { c.Timely = 1_000 },
+		"timely-rounds":     func() { c.TimelyRounds = 1 },
+		"spread":            func() { c.Spread = 200 * time.Millisecond },
+		"lead":              func() { c.Lead = 200 * time.Millisecond },
+		"kv-keys":           func() { c.KVKeys = 200 },
+		"kv-concurrency":    func() { c.KVConcurrency = 16 },
+		"kv-lead":           func() { c.KVLead = time.Second },
+		"memory-backends":   func() { c.MemoryBackends = 10_000 },
+		"shutdown-backends": func() { c.ShutdownBackends = 10_000 },
+	}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	c := defaultConfig()
+	fs := flag.NewFlagSet("idle-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "small sizes for a smoke run (explicit size flags win)")
+	fs.IntVar(&c.Keys, "keys", c.Keys, "ingest: distinct keys")
+	fs.IntVar(&c.Messages, "messages", c.Messages, "ingest: heartbeats per measurement")
+	fs.IntVar(&c.Publishers, "publishers", c.Publishers, "ingest: publisher connections")
+	fs.IntVar(&c.Rounds, "rounds", c.Rounds, "ingest: rounds per consumer and body (the best counts)")
+	fs.IntVar(&c.Window, "window", c.Window, "ingest: most messages published ahead of the consumer")
+	fs.IntVar(&c.QueueLength, "queue", c.QueueLength, "worker queue length (and the plain subscriber's)")
+	fs.IntVar(&c.Timely, "timely", c.Timely, "timeliness: backends whose deadlines fall within -spread (0: skip)")
+	fs.IntVar(&c.TimelyWindow, "timely-window", c.TimelyWindow, "timeliness: most heartbeats published ahead of the worker")
+	fs.IntVar(&c.TimelyRounds, "timely-rounds", c.TimelyRounds, "timeliness: rounds, whose events are pooled")
+	fs.StringVar(&c.Subscriber, "subscriber", c.Subscriber, "timeliness: quiesce subscriber, raw (protocol-level, allocation-free) or nats (nats.go)")
+	fs.DurationVar(&c.Spread, "spread", c.Spread, "timeliness: window of the deadlines")
+	fs.DurationVar(&c.Lead, "lead", c.Lead, "timeliness: time from the start of publishing to the first deadline")
+	fs.IntVar(&c.KVKeys, "kv-keys", c.KVKeys, "KV alternative: keys (-1: as -timely, 0: skip)")
+	fs.IntVar(&c.KVConcurrency, "kv-concurrency", c.KVConcurrency, "KV alternative: goroutines calling kv.Create")
+	fs.DurationVar(&c.KVLead, "kv-lead", c.KVLead, "KV alternative: time from the start of the puts to the first deadline")
+	fs.StringVar(&c.KVStorage, "kv-storage", c.KVStorage, "KV alternative: bucket storage, memory or file")
+	fs.IntVar(&c.MemoryBackends, "memory-backends", c.MemoryBackends, "memory: backends in the coordinator (0: skip)")
+	fs.IntVar(&c.ShutdownBackends, "shutdown-backends", c.ShutdownBackends, "shutdown: backends tracked by the worker (0: skip)")
+	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
+	fs.StringVar(&c.MemProfile, "memprofile", "", "write an allocation profile of the run to this file")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, apply := range quickSizes(&c) {
+			if !set[name] {
+				apply()
+			}
+		}
+	}
+	if c.KVKeys < 0 {
+		c.KVKeys = c.Timely
+	}
+	return c, c.validate()
+}
+
+func (c config) validate() error {
+	switch {
+	case c.Keys <= 0 || c.Messages < c.Keys:
+		return errors.New("-keys must be positive and at most -messages")
+	case c.Publishers <= 0 || c.Rounds <= 0:
+		return errors.New("-publishers and -rounds must be positive")
+	case c.QueueLength <= 0 || c.Window <= 0 || c.TimelyWindow <= 0:
+		return errors.New("-queue, -window and -timely-window must be positive")
+	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0:
+		return errors.New("sizes must not be negative")
+	case c.Spread <= 0 || c.Lead <= 0 || c.KVLead < time.Second:
+		return errors.New("-spread and -lead must be positive, -kv-lead at least 1s")
+	case c.TimelyRounds <= 0:
+		return errors.New("-timely-rounds must be positive")
+	case c.Subscriber != "raw" && c.Subscriber != "nats":
+		return errors.New("-subscriber must be raw or nats")
+	case c.KVConcurrency <= 0:
+		return errors.New("-kv-concurrency must be positive")
+	case c.KVStorage != "memory" && c.KVStorage != "file":
+		return errors.New("-kv-storage must be memory or file")
+	}
+	return nil
+}

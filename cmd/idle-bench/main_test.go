@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestPercentile(t *testing.T) {
+	ten := []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+	hundred := make([]time.Duration, 100)
+	for i := range hundred {
+		hundred[i] = time.Duration(i + 1)
+	}
+	for _, tt := range []struct {
+		name   string
+		sorted []time.Duration
+		p      float64
+		want   time.Duration
+	}{
+		{"empty", nil, 50, 0},
+		{"one value", []time.Duration{7}, 99, 7},
+		{"median of ten", ten, 50, 5},
+		{"p99 of ten is the max", ten, 99, 10},
+		{"p100 is the max", ten, 100, 10},
+		{"p0 is the min", ten, 0, 1},
+		{"p99 of a hundred", hundred, 99, 99},
+		{"p99.5 of a hundred rounds up", hundred, 99.5, 100},
+		{"p1 of a hundred", hundred, 1, 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := percentile(tt.sorted, tt.p); got != tt.want {
+				t.Errorf("percentile(%v, %v) = %v; want %v", tt.sorted, tt.p, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSummarize(t *testing.T) {
+	s := summarize([]time.Duration{3 * time.Millisecond, -time.Millisecond, time.Millisecond, 2 * time.Millisecond})
+	want := latencySummary{Count: 4, Early: 1, MinMS: -1, P50MS: 1, P99MS: 3, MaxMS: 3}
+	if s != want {
+		t.Errorf("got %+v; want %+v", s, want)
+	}
+}
+
+func TestCeilTo(t *testing.T) {
+	for _, tt := range []struct {
+		d, unit, want time.Duration
+	}{
+		{0, time.Millisecond, 0},
+		{time.Millisecond, time.Millisecond, time.Millisecond},
+		{time.Millisecond + 1, time.Millisecond, 2 * time.Millisecond},
+		{1500 * time.Millisecond, time.Second, 2 * time.Second},
+		{-1500 * time.Microsecond, time.Millisecond, -time.Millisecond},
+	} {
+		if got := ceilTo(tt.d, tt.unit); got != tt.want {
+			t.Errorf("ceilTo(%v, %v) = %v; want %v", tt.d, tt.unit, got, tt.want)
+		}
+	}
+}
+
+func TestKeyIndex(t *testing.T) {
+	for _, tt := range []struct {
+		key    string
+		want   int
+		wantOK bool
+	}{
+		{"tl.0", 0, true},
+		{"tl.99999", 99999, true},
+		{"tl.", 0, false},
+		{"tx.1", 0, false},
+		{"tl.1a", 0, false},
+		{"tl.-1", 0, false},
+		{"tl.1234567890", 0, false},
+	} {
+		got, ok := keyIndex(tt.key, "tl.")
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("keyIndex(%q) = %d, %v; want %d, %v", tt.key, got, ok, tt.want, tt.wantOK)
+		}
+		if gotB, okB := keyIndex([]byte(tt.key), "tl."); gotB != got || okB != ok {
+			t.Errorf("keyIndex([]byte(%q)) = %d, %v; want %d, %v as for the string", tt.key, gotB, okB, got, ok)
+		}
+	}
+}
+
+func TestParseMsgLine(t *testing.T) {
+	for _, tt := range []struct {
+		line    string
+		subject string
+		n       int
+		ok      bool
+	}{
+		{"MSG a.b 1 5\r\n", "a.b", 5, true},
+		{"MSG a.b 1 _INBOX.x 12\r\n", "a.b", 12, true},
+		{"HMSG idle.quiesce.k 1 40 200\r\n", "idle.quiesce.k", 200, true},
+		{"MSG a.b 1\r\n", "", 0, false},
+		{"MSG a.b 1 x\r\n", "", 0, false},
+		{"MSG\r\n", "", 0, false},
+	} {
+		subject, n, ok := parseMsgLine([]byte(tt.line))
+		if string(subject) != tt.subject || n != tt.n || ok != tt.ok {
+			t.Errorf("parseMsgLine(%q) = %q, %d, %v; want %q, %d, %v", tt.line, subject, n, ok, tt.subject, tt.n, tt.ok)
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		args    []string
+		check   func(config) bool
+		wantErr bool
+	}{
+		{"defaults are the issue's sizes", nil, func(c config) bool {
+			return c.Keys == 100_000 && c.Messages == 2_000_000 && c.Timely == 100_000 && c.KVKeys == 100_000 &&
+				c.MemoryBackends == 1_000_000 && c.ShutdownBackends == 1_000_000 && c.Out == "bench-results.json"
+		}, false},
+		{"quick shrinks", []string{"-quick"}, func(c config) bool { return c.Keys == 1_000 && c.Timely == 1_000 && c.KVKeys == 200 }, false},
+		{"explicit sizes win over quick", []string{"-quick", "-timely", "5000"}, func(c config) bool {
+			return c.Timely == 5000 && c.KVKeys == 200
+		}, false},
+		{"kv keys follow timely", []string{"-timely", "10"}, func(c config) bool { return c.KVKeys == 10 }, false},
+		{"keys beyond messages", []string{"-keys", "10", "-messages", "5"}, nil, true},
+		{"unknown subscriber", []string{"-subscriber", "x"}, nil, true},
+		{"stray argument", []string{"x"}, nil, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseFlags(tt.args, new(bytes.Buffer))
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("got error %v; want error: %v", err, tt.wantErr)
+			}
+			if tt.check != nil && !tt.check(c) {
+				t.Errorf("got %+v", c)
+			}
+		})
+	}
+}
+
+// TestRunQuick runs every section at -quick sizes. It checks that the run
+// completes and reports consistently, not how fast it was: figures are
+// measured by make bench, never by tests.
+func TestRunQuick(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server and runs every section")
+	}
+	out := filepath.Join(t.TempDir(), "results.json")
+	cfg, err := parseFlags([]string{"-quick", "-timely", "300", "-kv-keys", "50", "-out", out}, new(bytes.Buffer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var table bytes.Buffer
+	res, err := run(ctx, cfg, &table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range res.Ingest {
+		if in.Worker.Consumed+in.Worker.Dropped != uint64(cfg.Messages) {
+			t.Errorf("ingest %s: worker consumed %d and dropped %d; want %d in all", in.Body, in.Worker.Consumed, in.Worker.Dropped, cfg.Messages)
+		}
+	}
+	if l := res.Timeliness.Lateness; l.Count != cfg.Timely || l.Early != 0 {
+		t.Errorf("timeliness: got %d events, %d early; want %d, none early", l.Count, l.Early, cfg.Timely)
+	}
+	if l := res.KV.Lateness; l.Count+l.Missing != cfg.KVKeys {
+		t.Errorf("KV: got %d markers and %d missing; want %d in all", l.Count, l.Missing, cfg.KVKeys)
+	}
+	if res.Memory.BytesPerBackend <= 0 || res.Shutdown.Backends != cfg.ShutdownBackends {
+		t.Errorf("memory and shutdown: got %+v, %+v", res.Memory, res.Shutdown)
+	}
+	if !strings.Contains(table.String(), "Targets") {
+		t.Errorf("table has no Targets section:\n%s", table.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back results
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("results file: %v", err)
+	}
+	if len(back.Targets) != len(res.Targets) {
+		t.Errorf("results file has %d targets; want %d", len(back.Targets), len(res.Targets))
+	}
+}

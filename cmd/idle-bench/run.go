@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// waitBound bounds every wait for the server, a worker or a subscription.
+const waitBound = 30 * time.Second
+
+// run measures every section cfg enables, prints the table to out, writes
+// the JSON file and returns the results.
+func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
+	start := time.Now()
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if cfg.MemProfile != "" {
+		defer func() {
+			if f, err := os.Create(cfg.MemProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
+	res := &results{Machine: machine(), Config: cfg}
+	srv, cleanup, err := startServer()
+	if err != nil {
+		return nil, err
+	}
+	defer cleanup()
+	url := srv.ClientURL()
+
+	for _, body := range []struct{ name, data string }{
+		{"empty", ""},
+		{"timeout", `{"idle_timeout_ms":60000}`},
+	} {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureIngest(ctx, url, cfg, body.name, []byte(body.data))
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("ingest (%s bodies): %w", body.name, err)
+		}
+		res.Ingest = append(res.Ingest, r)
+	}
+	if cfg.Timely > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureTimeliness(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("timeliness: %w", err)
+		}
+		res.Timeliness = &r
+	}
+	if cfg.KVKeys > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureKV(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("KV alternative: %w", err)
+		}
+		res.KV = &r
+	}
+	if cfg.MemoryBackends > 0 {
+		r := measureMemory(cfg.MemoryBackends)
+		res.Memory = &r
+	}
+	if cfg.ShutdownBackends > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureShutdown(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("shutdown: %w", err)
+		}
+		res.Shutdown = &r
+	}
+	res.judge()
+	res.WallSeconds = time.Since(start).Seconds()
+	res.print(out)
+	if cfg.Out != "" {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(cfg.Out, append(b, '\n'), 0o644); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "\nresults written to %s\n", cfg.Out)
+	}
+	return res, nil
+}
+
+// startServer starts an embedded nats-server with JetStream on 127.0.0.1
+// (random port) and a temporary store; cleanup stops it and removes the
+// store.
+func startServer() (*server.Server, func(), error) {
+	dir, err := os.MkdirTemp("", "idle-bench-js-")
+	if err != nil {
+		return nil, nil, err
+	}
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      -1,
+		NoLog:     true,
+		NoSigs:    true,
+		JetStream: true,
+		StoreDir:  dir,
+	})
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, fmt.Errorf("nats-server: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(waitBound) {
+		srv.Shutdown()
+		os.RemoveAll(dir)
+		return nil, nil, errors.New("nats-server not ready for connections")
+	}
+	return srv, func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		os.RemoveAll(dir)
+	}, nil
+}
+
+// runningWorker is a bus.Worker running on its own connection.
+type runningWorker struct {
+	w      *bus.Worker
+	nc     *nats.Conn
+	closed chan struct{}
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startWorker connects and runs a worker with an in-memory coordinator
+// (no registry, no stream) and waits until it is ready.
+func startWorker(url string, cfg config, defTimeout time.Duration, obs bus.Observer) (*runningWorker, error) {
+	rw := &runningWorker{closed: make(chan struct{}), done: make(chan error, 1)}
+	nc, err := nats.Connect(url, nats.Name("idle-bench worker"),
+		nats.ClosedHandler(func(*nats.Conn) { close(rw.closed) }))
+	if err != nil {
+		return nil, err
+	}
+	rw.nc = nc
+	rw.w, err = bus.NewWorker(nc, bus.WorkerConfig{
+		Policy:      coordinator.Policy{DefaultIdleTimeout: defTimeout},
+		QueueLength: cfg.QueueLength,
+		Observer:    obs,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rw.cancel = cancel
+	go func() { rw.done <- rw.w.Run(ctx) }()
+	select {
+	case <-rw.w.Ready():
+		return rw, nil
+	case err := <-rw.done:
+		cancel()
+		nc.Close()
+		return nil, fmt.Errorf("worker stopped before it was ready: %v", err)
+	case <-time.After(waitBound):
+		cancel()
+		nc.Close()
+		return nil, errors.New("worker not ready in time")
+	}
+}
+
+// stop cancels the worker, waits for Run, then drains its connection. It
+// returns the time Run took to return and the time until the connection
+// was closed, both from the cancel.
+func (rw *runningWorker) stop() (runDone, closed time.Duration, err error) {
+	t0 := time.Now()
+	rw.cancel()
+	select {
+	case err = <-rw.done:
+	case <-time.After(waitBound):
+		rw.nc.Close()
+		return 0, 0, errors.New("worker did not stop in time")
+	}
+	runDone = time.Since(t0)
+	if derr := rw.nc.Drain(); derr != nil && !errors.Is(derr, nats.ErrConnectionClosed) {
+		err = errors.Join(err, derr)
+	}
+	select {
+	case <-rw.closed:
+	case <-time.After(waitBound):
+		rw.nc.Close()
+		err = errors.Join(err, errors.New("connection did not drain in time"))
+	}
+	return runDone, time.Since(t0), err
+}
+
+// machine describes where the run happened.
+func machine() machineInfo {
+	m := machineInfo{CPUs: runtime.NumCPU(), GOMAXPROCS: runtime.GOMAXPROCS(0), GoVersion: runtime.Version(),
+		OS: runtime.GOOS, Arch: runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if name, value, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(name) == "model name" {
+				m.CPUModel = strings.TrimSpace(value)
+				break
+			}
+		}
+	}
+	return m
+}

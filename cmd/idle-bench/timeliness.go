@@ -1,0 +1,492 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// arrivals records when each of n numbered events first arrived.
+type arrivals struct {
+	mu         sync.Mutex
+	at         []time.Time
+	got, dups  int
+	unexpected int
+	all        chan struct{}
+}
+
+func newArrivals(n int) *arrivals {
+	return &arrivals{at: make([]time.Time, n), all: make(chan struct{})}
+}
+
+// keyIndex returns i for a key (or subject) prefix+i.
+func keyIndex[T string | []byte](key T, prefix string) (int, bool) {
+	if len(key) <= len(prefix) || len(key)-len(prefix) > 9 {
+		return 0, false
+	}
+	for j := range len(prefix) {
+		if key[j] != prefix[j] {
+			return 0, false
+		}
+	}
+	i := 0
+	for j := len(prefix); j < len(key); j++ {
+		c := key[j]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		i = i*10 + int(c-'0')
+	}
+	return i, true
+}
+
+// record notes that event i arrived at now; ok false counts an unexpected
+// event.
+func (a *arrivals) record(i int, ok bool, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch {
+	case !ok || i >= len(a.at):
+		a.unexpected++
+	case !a.at[i].IsZero():
+		a.dups++
+	default:
+		a.at[i] = now
+		a.got++
+		if a.got == len(a.at) {
+			close(a.all)
+		}
+	}
+}
+
+// wait waits until every event arrived, until the bound, or ctx is done.
+func (a *arrivals) wait(ctx context.Context, until time.Time) error {
+	t := time.NewTimer(time.Until(until))
+	defer t.Stop()
+	select {
+	case <-a.all:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// lateness returns arrival - deadline for every event that arrived, and
+// how many did not.
+func (a *arrivals) lateness(deadlines []time.Time) (late []time.Duration, missing int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	late = make([]time.Duration, 0, len(deadlines))
+	for i, dl := range deadlines {
+		if !a.at[i].IsZero() {
+			late = append(late, a.at[i].Sub(dl))
+		}
+	}
+	return late, len(deadlines) - len(late)
+}
+
+// span returns the time from the earliest deadline to the latest.
+func span(deadlines []time.Time) time.Duration {
+	var first, last time.Time
+	for _, dl := range deadlines {
+		if first.IsZero() || dl.Before(first) {
+			first = dl
+		}
+		if dl.After(last) {
+			last = dl
+		}
+	}
+	return last.Sub(first)
+}
+
+// timelyRound is the raw outcome of one timeliness round.
+type timelyRound struct {
+	late                   []time.Duration
+	recv, fire, deliver    []time.Duration
+	missing, dups, unexp   int
+	span                   time.Duration
+	publishSeconds         float64
+	workerDrop, subscrDrop uint64
+	probe                  []time.Duration
+	gcCycles               uint32
+	gcPause                time.Duration
+}
+
+// probeTimer arms a timer for every period until stop is closed and
+// returns how late each one was read, by the same measure the worker uses
+// (its clock read after the timer fired).
+func probeTimer(every time.Duration, stop <-chan struct{}) []time.Duration {
+	var late []time.Duration
+	t := time.NewTimer(every)
+	defer t.Stop()
+	target := time.Now().Add(every)
+	for {
+		select {
+		case <-stop:
+			return late
+		case <-t.C:
+			now := time.Now()
+			late = append(late, now.Sub(target))
+			target = now.Add(every)
+			t.Reset(every)
+		}
+	}
+}
+
+// measureTimeliness runs cfg.TimelyRounds rounds and pools their events.
+func measureTimeliness(ctx context.Context, url string, cfg config) (timelinessResult, error) {
+	r := timelinessResult{Backends: cfg.Timely, Rounds: cfg.TimelyRounds, SpreadMS: ms(cfg.Spread), Subscriber: cfg.Subscriber}
+	var late, recv, fire, deliver, probe []time.Duration
+	for range cfg.TimelyRounds {
+		rd, err := measureTimelyRound(ctx, url, cfg)
+		if err != nil {
+			return r, err
+		}
+		round := summarize(rd.late)
+		round.Missing, round.Duplicates, round.Unexpected = rd.missing, rd.dups, rd.unexp
+		round.DeadlineSpanMS = ms(rd.span)
+		r.PerRound = append(r.PerRound, round)
+		late = append(late, rd.late...)
+		recv, fire, deliver = append(recv, rd.recv...), append(fire, rd.fire...), append(deliver, rd.deliver...)
+		r.PublishSeconds += rd.publishSeconds / float64(cfg.TimelyRounds)
+		probe = append(probe, rd.probe...)
+		r.GCCycles += rd.gcCycles
+		r.GCPauseMS += ms(rd.gcPause)
+		r.WorkerDropped += rd.workerDrop
+		r.SubscriberDropped += rd.subscrDrop
+	}
+	r.Lateness = summarize(late)
+	for _, round := range r.PerRound {
+		r.Lateness.Missing += round.Missing
+		r.Lateness.Duplicates += round.Duplicates
+		r.Lateness.Unexpected += round.Unexpected
+		r.Lateness.DeadlineSpanMS = max(r.Lateness.DeadlineSpanMS, round.DeadlineSpanMS)
+	}
+	r.Breakdown = latencyBreakdown{Receive: summarize(recv), Fire: summarize(fire), Deliver: summarize(deliver)}
+	r.TimerProbe = summarize(probe)
+	return r, nil
+}
+
+// measureTimelyRound makes cfg.Timely backends heartbeat once so that
+// their deadlines fall within cfg.Spread, and measures when their quiesce
+// events arrive at a subscriber.
+func measureTimelyRound(ctx context.Context, url string, cfg config) (timelyRound, error) {
+	n := cfg.Timely
+	var rd timelyRound
+	subj := bus.MustSubjects(bus.DefaultPrefix)
+	obs := &dueObserver{prefix: "tl.", deadline: make([]time.Time, n), published: make([]time.Time, n)}
+	rw, err := startWorker(url, cfg, time.Hour, obs)
+	if err != nil {
+		return rd, err
+	}
+	defer rw.stop()
+
+	got := newArrivals(n)
+	prefix := subj.Quiesce("tl.")
+	if cfg.Subscriber == "raw" {
+		rs, err := rawSubscribe(url, subj.Quiesce(">"), func(subject []byte, at time.Time) {
+			i, ok := keyIndex(subject, prefix)
+			got.record(i, ok, at)
+		})
+		if err != nil {
+			return rd, err
+		}
+		defer rs.Close()
+	} else {
+		snc, err := nats.Connect(url, nats.Name("idle-bench quiesce subscriber"))
+		if err != nil {
+			return rd, err
+		}
+		defer snc.Close()
+		sub, err := snc.Subscribe(subj.Quiesce(">"), func(m *nats.Msg) {
+			at := time.Now()
+			i, ok := keyIndex(m.Subject, prefix)
+			got.record(i, ok, at)
+		})
+		if err != nil {
+			return rd, err
+		}
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			return rd, err
+		}
+		if err := snc.FlushTimeout(waitBound); err != nil {
+			return rd, err
+		}
+		defer func() { rd.subscrDrop = dropped(sub) }()
+	}
+
+	pnc, err := nats.Connect(url, nats.Name("idle-bench heartbeats"))
+	if err != nil {
+		return rd, err
+	}
+	defer pnc.Close()
+	subjects := make([]string, n)
+	for i := range subjects {
+		subjects[i] = subj.Activity("tl." + strconv.Itoa(i))
+	}
+	deadlines := make([]time.Time, n)
+	body := make([]byte, 0, 64)
+	// Heartbeats are sent at most cfg.TimelyWindow ahead of the worker's
+	// applied count, so none waits long in a queue and each publish time is
+	// close to (and never after) the worker's receipt of it.
+	var applied uint64
+	window := uint64(cfg.TimelyWindow)
+	base := time.Now()
+	for i := range n {
+		for stall := time.Now(); uint64(i) >= applied+window; {
+			if applied = rw.w.Stats().Heartbeats; uint64(i) >= applied+window {
+				if err := ctx.Err(); err != nil {
+					return rd, err
+				}
+				if time.Since(stall) > waitBound {
+					return rd, fmt.Errorf("worker stalled after applying %d heartbeats", applied)
+				}
+				time.Sleep(20 * time.Microsecond)
+			}
+		}
+		target := base.Add(cfg.Lead + time.Duration(int64(cfg.Spread)*int64(i)/int64(n)))
+		// The deadline on this clock: the publish time, which precedes the
+		// worker's receive time, plus the timeout rounded up to whole ms.
+		pub := time.Now()
+		timeout := max(time.Millisecond, ceilTo(target.Sub(pub), time.Millisecond))
+		deadlines[i] = pub.Add(timeout)
+		body = append(body[:0], `{"idle_timeout_ms":`...)
+		body = strconv.AppendInt(body, timeout.Milliseconds(), 10)
+		body = append(body, '}')
+		if err := pnc.Publish(subjects[i], body); err != nil {
+			return rd, err
+		}
+	}
+	if err := pnc.FlushTimeout(waitBound); err != nil {
+		return rd, err
+	}
+	rd.publishSeconds = time.Since(base).Seconds()
+
+	// The floor: a bare timer in this process, re-armed every millisecond
+	// while the deadlines fall, is itself this late.
+	time.Sleep(time.Until(deadlines[0]))
+	var gc0 runtime.MemStats
+	runtime.ReadMemStats(&gc0)
+	stopProbe := make(chan struct{})
+	probed := make(chan []time.Duration, 1)
+	go func() { probed <- probeTimer(time.Millisecond, stopProbe) }()
+	err = got.wait(ctx, deadlines[n-1].Add(10*time.Second))
+	close(stopProbe)
+	rd.probe = <-probed
+	var gc1 runtime.MemStats
+	runtime.ReadMemStats(&gc1)
+	rd.gcCycles = gc1.NumGC - gc0.NumGC
+	rd.gcPause = time.Duration(gc1.PauseTotalNs - gc0.PauseTotalNs)
+	if err != nil {
+		return rd, err
+	}
+	rd.late, rd.missing = got.lateness(deadlines)
+	got.mu.Lock()
+	rd.dups, rd.unexp = got.dups, got.unexpected
+	got.mu.Unlock()
+	rd.span = span(deadlines)
+	rd.recv, rd.fire, rd.deliver = obs.breakdown(deadlines, got)
+	rd.workerDrop = rw.w.Stats().Dropped
+	return rd, nil
+}
+
+// dueObserver records, for each quiesce the worker publishes, the deadline
+// on the worker's clock and when the worker had published it. The worker
+// runs in this process, so its clock is this program's clock.
+type dueObserver struct {
+	prefix    string
+	mu        sync.Mutex
+	deadline  []time.Time
+	published []time.Time
+}
+
+// Quiesced implements bus.Observer.
+func (o *dueObserver) Quiesced(d coordinator.Due, _ time.Duration) {
+	now := time.Now()
+	i, ok := keyIndex(d.Key, o.prefix)
+	if !ok || i >= len(o.deadline) {
+		return
+	}
+	o.mu.Lock()
+	o.deadline[i], o.published[i] = d.Deadline, now
+	o.mu.Unlock()
+}
+
+// breakdown splits each event's lateness into three parts: heartbeat
+// publish to the worker's receipt (which moves the worker's deadline later
+// than this program's), the worker's deadline to its publish of the event,
+// and that publish to the subscriber's receipt.
+func (o *dueObserver) breakdown(deadlines []time.Time, got *arrivals) (recv, fire, deliver []time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	for i, dl := range deadlines {
+		if o.deadline[i].IsZero() || got.at[i].IsZero() {
+			continue
+		}
+		recv = append(recv, o.deadline[i].Sub(dl))
+		fire = append(fire, o.published[i].Sub(o.deadline[i]))
+		deliver = append(deliver, got.at[i].Sub(o.published[i]))
+	}
+	return recv, fire, deliver
+}
+
+func dropped(sub *nats.Subscription) uint64 {
+	n, err := sub.Dropped()
+	if err != nil || n < 0 {
+		return 0
+	}
+	return uint64(n)
+}
+
+// kvBucket is the KV alternative's bucket, deleted after use.
+const kvBucket = "idle_bench_ttl"
+
+// measureKV tracks the same number of backends as keys with per-key TTLs
+// in a KV bucket with limit markers, all deadlines within one second, and
+// measures when the expiry markers reach a watcher.
+func measureKV(ctx context.Context, url string, cfg config) (kvResult, error) {
+	n := cfg.KVKeys
+	r := kvResult{Keys: n, Concurrency: cfg.KVConcurrency, Storage: cfg.KVStorage}
+	nc, err := nats.Connect(url, nats.Name("idle-bench kv writer"))
+	if err != nil {
+		return r, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return r, err
+	}
+	storage := jetstream.MemoryStorage
+	if cfg.KVStorage == "file" {
+		storage = jetstream.FileStorage
+	}
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:         kvBucket,
+		History:        1,
+		Storage:        storage,
+		LimitMarkerTTL: time.Minute,
+	})
+	if err != nil {
+		return r, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), waitBound)
+		defer cancel()
+		_ = js.DeleteKeyValue(dctx, kvBucket)
+	}()
+
+	wnc, err := nats.Connect(url, nats.Name("idle-bench kv watcher"))
+	if err != nil {
+		return r, err
+	}
+	defer wnc.Close()
+	wjs, err := jetstream.New(wnc)
+	if err != nil {
+		return r, err
+	}
+	wkv, err := wjs.KeyValue(ctx, kvBucket)
+	if err != nil {
+		return r, err
+	}
+	watcher, err := wkv.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return r, err
+	}
+	defer watcher.Stop()
+	got := newArrivals(n)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for e := range watcher.Updates() {
+			if e == nil {
+				continue
+			}
+			if op := e.Operation(); op == jetstream.KeyValuePurge || op == jetstream.KeyValueDelete {
+				at := time.Now()
+				i, ok := keyIndex(e.Key(), "tl.")
+				got.record(i, ok, at)
+			}
+		}
+	}()
+
+	// Every deadline is put at target, then rounded up to a whole second of
+	// TTL (the server's unit): all fall within [target, target+1s).
+	deadlines := make([]time.Time, n)
+	value := []byte("running")
+	base := time.Now()
+	target := base.Add(cfg.KVLead)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, cfg.KVConcurrency)
+	for range cfg.KVConcurrency {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				pub := time.Now()
+				ttl := max(time.Second, ceilTo(target.Sub(pub), time.Second))
+				deadlines[i] = pub.Add(ttl)
+				if _, err := kv.Create(ctx, "tl."+strconv.Itoa(i), value, jetstream.KeyTTL(ttl)); err != nil {
+					errs <- fmt.Errorf("create key %d: %w", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return r, err
+	}
+	put := time.Since(base)
+	r.PutSeconds = put.Seconds()
+	r.PutsPerSecond = float64(n) / put.Seconds()
+	var lastDL time.Time
+	for _, dl := range deadlines {
+		if dl.After(lastDL) {
+			lastDL = dl
+		}
+	}
+	if err := got.wait(ctx, lastDL.Add(30*time.Second)); err != nil {
+		return r, err
+	}
+	late, missing := got.lateness(deadlines)
+	r.Lateness = summarize(late)
+	r.Lateness.Missing = missing
+	got.mu.Lock()
+	r.Lateness.Duplicates, r.Lateness.Unexpected = got.dups, got.unexpected
+	got.mu.Unlock()
+	r.Lateness.DeadlineSpanMS = ms(span(deadlines))
+	if err := watcher.Stop(); err != nil && !errors.Is(err, nats.ErrBadSubscription) {
+		return r, err
+	}
+	select {
+	case <-watched:
+	case <-time.After(waitBound):
+	}
+	return r, nil
+}
+
+// ceilTo rounds d up to a multiple of unit.
+func ceilTo(d, unit time.Duration) time.Duration {
+	if r := d % unit; r > 0 {
+		return d - r + unit
+	}
+	return d - d%unit
+}
