@@ -112,20 +112,20 @@ func measurePlain(ctx context.Context, url string, cfg config, wildcard string, 
 		return rate{}, err
 	}
 	var count atomic.Uint64
-	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for {
-			select {
-			case <-ch:
-				count.Add(1)
-			case <-stop:
+		for m := range ch {
+			if m == nil { // stop
 				return
 			}
+			count.Add(1)
 		}
 	})
 	res, err := pump(ctx, url, cfg, subjects, body, count.Load, func() uint64 { return dropped(sub) })
-	close(stop)
+	if uerr := sub.Unsubscribe(); err == nil {
+		err = uerr
+	}
+	ch <- nil // after Unsubscribe nothing else is sent, and the reader drains ch
 	wg.Wait()
 	return res, err
 }
