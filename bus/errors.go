@@ -14,6 +14,9 @@ var (
 	// ErrFull: the worker tracks its maximum number of backends and refused
 	// a new one.
 	ErrFull = errors.New("bus: backend limit reached")
+	// ErrConnectionClosed: the NATS connection closed for good (for example
+	// after repeated authorization errors) and the worker stopped.
+	ErrConnectionClosed = errors.New("bus: NATS connection closed")
 	// ErrShuttingDown: the worker is stopping and did not serve a request.
 	ErrShuttingDown = errors.New("bus: worker shutting down")
 	// ErrRejected: the worker answered a client's request with ok:false;

@@ -94,6 +94,9 @@ func parseTimeoutMS(v []byte) (int64, error) {
 			return 0, fmt.Errorf("%w: idle_timeout_ms must be an integer, got %.40s", ErrBadPayload, v)
 		}
 		if n > (maxTimeoutMS-int64(c-'0'))/10 {
+			if neg {
+				return 0, fmt.Errorf("%w: idle_timeout_ms must be >= 0, got %.40s", ErrBadPayload, v)
+			}
 			return 0, fmt.Errorf("%w: idle_timeout_ms %.40s %w", ErrBadPayload, v, errTimeoutOverflow)
 		}
 		n = n*10 + int64(c-'0')

@@ -262,6 +262,11 @@ func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
 			st.Records = append(st.Records, rec)
 		}
 	}
+	// Removed backends leave delete markers; drop the old ones so the
+	// bucket does not grow with every key ever seen.
+	if err := r.kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(time.Hour)); err != nil {
+		r.log.Warn("purging old delete markers", "error", err)
+	}
 	if st.ID == "" {
 		id := nuid.Next()
 		if _, err := r.kv.Create(ctx, kvIDKey, []byte(id)); err != nil {

@@ -48,7 +48,6 @@ type QuiesceStream struct {
 	mu    sync.Mutex
 	tries map[string]int // event id -> failed publishes so far
 
-	acked   atomic.Uint64
 	failed  atomic.Uint64
 	dropped atomic.Uint64
 }
@@ -109,7 +108,9 @@ func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects Subjects, cf
 // the acknowledgement; a failure, now or at acknowledgement, is retried in
 // the background.
 func (q *QuiesceStream) Publish(m *nats.Msg) {
-	if _, err := q.js.PublishMsgAsync(m); err != nil {
+	// Publish runs on the worker loop: never stall it waiting for room
+	// among the outstanding acknowledgements; the retrier waits instead.
+	if _, err := q.js.PublishMsgAsync(m, jetstream.WithStallWait(time.Millisecond)); err != nil {
 		q.retry(m, err)
 	}
 }

@@ -118,12 +118,13 @@ type Worker struct {
 	armed   bool
 	armedAt time.Time
 
-	reg      Registry
-	hwm      uint64 // generation high-water mark last given to reg
-	status   chan nats.Status
-	paused   bool // disconnected from NATS: no quiesce decisions
-	pausedAt time.Time
-	lastIn   time.Time // when the loop last took a message
+	reg        Registry
+	hwm        uint64 // generation high-water mark last given to reg
+	status     chan nats.Status
+	paused     bool // disconnected from NATS: no quiesce decisions
+	pausedAt   time.Time
+	lastIn     time.Time // when the loop last took a message
+	reconnects uint64    // the connection's reconnect count at the last look
 
 	subsMu sync.Mutex
 	subs   []*nats.Subscription
@@ -235,7 +236,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.closeOutputs()
 		return err
 	}
-	w.status = w.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING)
+	w.status = w.nc.StatusChanged(nats.CONNECTED, nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	w.reconnects = w.nc.Stats().Reconnects
 	defer w.nc.RemoveStatusListener(w.status)
 	svc, err := w.start()
 	if err != nil {
@@ -261,8 +263,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.fire()
 		case call := <-w.calls:
 			call()
-		case <-w.status:
-			w.onStatus()
+		case st := <-w.status:
+			if err := w.onStatus(st); err != nil {
+				w.log.Error("NATS connection closed; stopping", "error", err)
+				_ = w.shutdown(svc)
+				return err
+			}
 		case <-ctx.Done():
 			return w.shutdown(svc)
 		}
@@ -463,19 +469,29 @@ func (w *Worker) keepHighWater() {
 
 // onStatus follows the NATS connection. While it is down no heartbeat can
 // arrive, so the worker makes no idle decisions; when it is back, every
-// deadline moves by the length of the outage.
-func (w *Worker) onStatus() {
+// deadline moves by the length of the outage. first is the status that woke
+// the loop. A connection closed for good ends Run with ErrConnectionClosed.
+func (w *Worker) onStatus(first nats.Status) error {
+	// Statuses may have queued up (a fast reconnect can leave RECONNECTING
+	// and CONNECTED both waiting), so remember whether any of them said
+	// down, and back that up with the reconnect counter.
+	down := first != nats.CONNECTED
 	for drained := false; !drained; {
 		select {
-		case <-w.status:
+		case s := <-w.status:
+			down = down || s != nats.CONNECTED
 		default:
 			drained = true
 		}
 	}
-	connected := w.nc.IsConnected()
+	if r := w.nc.Stats().Reconnects; r != w.reconnects {
+		w.reconnects, down = r, true
+	}
+	if w.nc.IsClosed() {
+		return fmt.Errorf("%w: the client gave up on the server", ErrConnectionClosed)
+	}
 	now := w.now()
-	switch {
-	case !connected && !w.paused:
+	if down && !w.paused {
 		// The connection died somewhere between the last message and now.
 		// Take the earliest plausible moment: extending too much only
 		// delays a drain, extending too little drains a live backend.
@@ -492,7 +508,8 @@ func (w *Worker) onStatus() {
 			w.armed = false
 		}
 		w.log.Warn("NATS connection lost; idle decisions paused")
-	case connected && w.paused:
+	}
+	if w.paused && w.nc.IsConnected() {
 		outage := now.Sub(w.pausedAt)
 		w.paused = false
 		w.coord.Extend(outage)
@@ -500,6 +517,7 @@ func (w *Worker) onStatus() {
 		w.stats.outageNanos.Add(int64(outage))
 		w.log.Warn("NATS connection back; deadlines extended by the outage", "outage", outage.Round(time.Millisecond))
 	}
+	return nil
 }
 
 // rearm points the single timer at the coordinator's next deadline.

@@ -107,6 +107,9 @@ func idleSince(t, last int64) int64 {
 func (c *Coordinator) retryDelay(n uint16) int64 {
 	d := c.retry
 	for i := uint16(1); i < n && d < c.retryMax; i++ {
+		if d > c.retryMax/2 {
+			return c.retryMax // doubling would pass the cap, or overflow
+		}
 		d *= 2
 	}
 	return min(d, c.retryMax)

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -221,5 +222,34 @@ func markDefault(t *testing.T, c *Coordinator, key string, now time.Time) {
 	t.Helper()
 	if _, err := c.MarkActivity(key, now); err != nil {
 		t.Fatalf("MarkActivity(%q): %v", key, err)
+	}
+}
+
+func TestRetryBackoffHugeCapDoesNotOverflow(t *testing.T) {
+	c := New(Policy{DefaultIdleTimeout: time.Second, RetryInterval: time.Second, RetryMaxInterval: time.Duration(math.MaxInt64)})
+	markDefault(t, c, "k", rt0)
+	at := rt0.Add(time.Second)
+	if got := c.CollectDue(at); len(got) != 1 {
+		t.Fatalf("got %d dues; want 1", len(got))
+	}
+	// Each redelivery waits twice the last: after 70 attempts the wait
+	// would overflow int64 without the cap check.
+	wait := time.Second
+	for attempt := 2; attempt <= 70; attempt++ {
+		dl, ok := c.NextDeadline()
+		if !ok || dl.Before(at) {
+			t.Fatalf("attempt %d: NextDeadline got %v, %v; want a time after %v", attempt, dl, ok, at)
+		}
+		if attempt < 40 && !dl.Equal(at.Add(wait)) {
+			t.Fatalf("attempt %d: NextDeadline got %v; want %v", attempt, dl, at.Add(wait))
+		}
+		if dl.Sub(rt0) > 100*365*24*time.Hour {
+			break // far enough: the epoch offset saturates from here on
+		}
+		at = dl
+		if got := c.CollectDue(at); len(got) != 1 || got[0].Attempt != attempt {
+			t.Fatalf("attempt %d: got %+v; want one Due", attempt, got)
+		}
+		wait *= 2
 	}
 }

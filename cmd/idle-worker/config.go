@@ -8,6 +8,7 @@ import (
 	"net"
 	neturl "net/url"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -125,7 +126,7 @@ func bad(name, format string, a ...any) error {
 // loadConfig reads and validates the environment.
 func loadConfig() (config, error) {
 	var c config
-	if err := envconfig.Process(envPrefix, &c); err != nil {
+	if err := processEnv(&c); err != nil {
 		var pe *envconfig.ParseError
 		if errors.As(err, &pe) {
 			return c, &configError{Var: pe.KeyName, Msg: fmt.Sprintf("cannot parse %q as %s: %v", pe.Value, pe.TypeName, pe.Err)}
@@ -134,6 +135,35 @@ func loadConfig() (config, error) {
 	}
 	_, c.HTTPAddrSet = os.LookupEnv(envPrefix + "_HTTP_ADDR")
 	return c, c.validate()
+}
+
+// processEnv fills c from IDLE_* variables only. envconfig falls back to the
+// bare tag name (NATS_URL for IDLE_NATS_URL) when the prefixed variable is
+// unset; a stray NATS_TOKEN or LOG_LEVEL meant for another program must not
+// configure the worker, so those are hidden from envconfig while it runs
+// (main calls this once, before any goroutine starts).
+func processEnv(c *config) error {
+	t := reflect.TypeFor[config]()
+	var hidden [][2]string
+	for i := range t.NumField() {
+		name := t.Field(i).Tag.Get("envconfig")
+		if name == "" {
+			continue
+		}
+		if _, ok := os.LookupEnv(envPrefix + "_" + name); ok {
+			continue
+		}
+		if v, ok := os.LookupEnv(name); ok {
+			hidden = append(hidden, [2]string{name, v})
+			_ = os.Unsetenv(name)
+		}
+	}
+	defer func() {
+		for _, h := range hidden {
+			_ = os.Setenv(h[0], h[1])
+		}
+	}()
+	return envconfig.Process(envPrefix, c)
 }
 
 func (c config) validate() error {
@@ -253,11 +283,28 @@ func firstSet(c natsconn.Config) natsconn.Setting {
 // information (user:password@ or token@).
 func urlHasUser(urls string) bool {
 	for _, p := range strings.Split(urls, ",") {
-		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+		u, err := parseNATSURL(p)
+		if err != nil {
+			if strings.Contains(p, "@") {
+				return true // cannot tell; assume credentials
+			}
+			continue
+		}
+		if u.User != nil {
 			return true
 		}
 	}
 	return false
+}
+
+// parseNATSURL parses one NATS server URL the way nats.go reads it: without
+// a scheme, "nats://" is implied (so "alice:secret@host:4222" has a user).
+func parseNATSURL(s string) (*neturl.URL, error) {
+	s = strings.TrimSpace(s)
+	if !strings.Contains(s, "://") {
+		s = "nats://" + s
+	}
+	return neturl.Parse(s)
 }
 
 // validName reports whether s is a JetStream stream or bucket name.

@@ -57,6 +57,12 @@ func TestLoadConfig(t *testing.T) {
 					c.HTTPAddr, c.HTTPAddrSet, c.NATSURL, c.EmbeddedListen)
 			}
 		}},
+		{name: "unprefixed names are ignored", env: map[string]string{"NATS_URL": "nats://127.0.0.1:1", "LOG_LEVEL": "trace", "NATS_TOKEN": token}, check: func(t *testing.T, c config) {
+			if c.NATSURL != "" || c.LogLevel != "info" || c.NATSToken != "" {
+				t.Errorf("got NATSURL %q LogLevel %q token set %v; want the IDLE_* defaults, bare names ignored", c.NATSURL, c.LogLevel, c.NATSToken != "")
+			}
+		}},
+		{name: "scheme-less URL with credentials conflicts with a token", env: map[string]string{"IDLE_NATS_URL": "alice:pw@127.0.0.1:4222", "IDLE_NATS_TOKEN": token}, wantVar: "IDLE_NATS_URL"},
 		{name: "HTTP disabled", env: map[string]string{"IDLE_HTTP_ADDR": ""}, check: func(t *testing.T, c config) {
 			if c.HTTPAddr != "" || !c.HTTPAddrSet {
 				t.Errorf("HTTPAddr: got %q (set %v); want empty, set (set but empty disables)", c.HTTPAddr, c.HTTPAddrSet)
@@ -197,6 +203,8 @@ func TestRedact(t *testing.T) {
 		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
 		{"nats://u:hunter2@127.0.0.1:4222", "nats://redacted@127.0.0.1:4222"},
 		{"nats://s3cr3t@127.0.0.1:4222,tls://a:b@h:4443", "nats://redacted@127.0.0.1:4222,tls://redacted@h:4443"},
+		{"alice:s3cret@127.0.0.1:4222", "nats://redacted@127.0.0.1:4222"}, // nats.go implies nats://
+		{"127.0.0.1:4222", "nats://127.0.0.1:4222"},
 	}
 	for _, tt := range tests {
 		if got := redact(tt.in); got != tt.want {

@@ -295,7 +295,7 @@ func serveHTTP(ctx context.Context, ln net.Listener, w *bus.Worker, nc *nats.Con
 func redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		u, err := neturl.Parse(strings.TrimSpace(p))
+		u, err := parseNATSURL(p)
 		if err != nil {
 			parts[i] = "(unparseable URL)"
 			continue
@@ -309,7 +309,7 @@ func redact(urls string) string {
 }
 
 // startEmbedded starts the embedded nats-server with JetStream.
-func startEmbedded(cfg config, logger *slog.Logger) (*server.Server, func(), error) {
+func startEmbedded(cfg config, logger *slog.Logger) (_ *server.Server, _ func(), err error) {
 	host, portStr, _ := net.SplitHostPort(cfg.EmbeddedListen)
 	port, _ := strconv.Atoi(portStr)
 	if port == 0 {
@@ -322,6 +322,11 @@ func startEmbedded(cfg config, logger *slog.Logger) (*server.Server, func(), err
 			return nil, nil, fmt.Errorf("embedded nats-server: store dir: %w", err)
 		}
 		dir, removeDir = d, true
+		defer func() {
+			if err != nil {
+				_ = os.RemoveAll(dir) // the server never came up: leave nothing behind
+			}
+		}()
 	}
 	opts := &server.Options{
 		ServerName: "idle-worker-embedded",
