@@ -53,6 +53,14 @@ type Stats struct {
 	Redeliveries uint64 `json:"redeliveries"`
 	// Restored counts backends loaded from the registry at start.
 	Restored int64 `json:"restored"`
+	// StreamFailures counts failed publishes or acknowledgements of quiesce
+	// events to the JetStream stream (each is retried); StreamAbandoned
+	// counts events left to redelivery after every retry failed.
+	StreamFailures  uint64 `json:"stream_failures"`
+	StreamAbandoned uint64 `json:"stream_abandoned"`
+	// RegistryWriteFailures counts registry writes that failed (each is
+	// retried until it is stored or superseded).
+	RegistryWriteFailures uint64 `json:"registry_write_failures"`
 	// Outages counts NATS disconnections; OutageSeconds sums their length.
 	Outages       uint64  `json:"outages"`
 	OutageSeconds float64 `json:"outage_seconds"`

@@ -209,6 +209,12 @@ func (w *Worker) Stats() Stats {
 	for r := range numRejects {
 		s.Rejected[r.String()] = w.stats.rejected[r].Load()
 	}
+	if w.cfg.Stream != nil {
+		s.StreamFailures, s.StreamAbandoned = w.cfg.Stream.Stats()
+	}
+	if r, ok := w.reg.(interface{ Writes() (ok, failed uint64) }); ok {
+		_, s.RegistryWriteFailures = r.Writes()
+	}
 	w.subsMu.Lock()
 	for _, sub := range w.subs {
 		if n, err := sub.Dropped(); err == nil && n > 0 {

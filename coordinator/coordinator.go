@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"container/heap"
 	"math"
 	"slices"
 	"strings"
@@ -460,22 +461,46 @@ func (c *Coordinator) snapshot(e *entry, t int64) Backend {
 // backend: it is meant for operator requests, not the hot path.
 func (c *Coordinator) List(now time.Time, match func(key string) bool, limit int) ([]Backend, int) {
 	t := c.offset(now)
-	var hit []*entry
+	// Keep only the limit smallest keys while scanning (a max-heap of at
+	// most limit entries), so listing a page of a million backends costs
+	// O(n log limit), not a sort of all n.
+	var top keyHeap
+	total := 0
 	for _, e := range c.entries {
-		if match == nil || match(e.key) {
-			hit = append(hit, e)
+		if match != nil && !match(e.key) {
+			continue
+		}
+		total++
+		switch {
+		case limit <= 0:
+			top = append(top, e) // everything: sorted once below
+		case len(top) < limit:
+			heap.Push(&top, e)
+		case e.key < top[0].key:
+			top[0] = e
+			heap.Fix(&top, 0)
 		}
 	}
-	slices.SortFunc(hit, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
-	total := len(hit)
-	if limit > 0 && len(hit) > limit {
-		hit = hit[:limit]
-	}
-	out := make([]Backend, len(hit))
-	for i, e := range hit {
+	slices.SortFunc(top, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
+	out := make([]Backend, len(top))
+	for i, e := range top {
 		out[i] = c.snapshot(e, t)
 	}
 	return out, total
+}
+
+// keyHeap is a max-heap of entries by key, for List.
+type keyHeap []*entry
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return h[i].key > h[j].key }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(*entry)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
 }
 
 // Len returns the number of tracked backends.

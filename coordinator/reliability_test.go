@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -251,5 +252,41 @@ func TestRetryBackoffHugeCapDoesNotOverflow(t *testing.T) {
 			t.Fatalf("attempt %d: got %+v; want one Due", attempt, got)
 		}
 		wait *= 2
+	}
+}
+
+// TestListPageMatchesFullSort: the bounded heap in List returns exactly the
+// first limit keys of the full sorted listing, with the full total.
+func TestListPageMatchesFullSort(t *testing.T) {
+	c := New(DefaultPolicy())
+	for i := range 500 {
+		markDefault(t, c, fmt.Sprintf("k%03d.%d", (i*7919)%500, i%3), rt0)
+	}
+	all, total := c.List(rt0, nil, 0)
+	if total != 500 || len(all) != 500 {
+		t.Fatalf("List all: got %d of %d; want 500 of 500", len(all), total)
+	}
+	odd := func(k string) bool { return k[len(k)-1] == '1' }
+	var allOdd []Backend
+	for _, b := range all {
+		if odd(b.Key) {
+			allOdd = append(allOdd, b)
+		}
+	}
+	for _, limit := range []int{1, 2, 17, 166, 167, 499, 500, 501} {
+		page, n := c.List(rt0, nil, limit)
+		want := all[:min(limit, len(all))]
+		if n != 500 || len(page) != len(want) {
+			t.Fatalf("limit %d: got %d entries, total %d; want %d, 500", limit, len(page), n, len(want))
+		}
+		for i := range page {
+			if page[i].Key != want[i].Key {
+				t.Fatalf("limit %d: entry %d got %q; want %q", limit, i, page[i].Key, want[i].Key)
+			}
+		}
+		page, n = c.List(rt0, odd, limit)
+		if n != len(allOdd) || len(page) != min(limit, len(allOdd)) || (len(page) > 0 && page[len(page)-1].Key != allOdd[len(page)-1].Key) {
+			t.Fatalf("limit %d with match: got %d entries (total %d); want the first %d of %d", limit, len(page), n, min(limit, len(allOdd)), len(allOdd))
+		}
 	}
 }
