@@ -22,6 +22,8 @@ const (
 	DefaultMaxTimeout  = 24 * time.Hour
 	DefaultQueueLength = 1 << 16
 	DefaultMaxBody     = 4096
+	// DefaultShutdownTimeout is WorkerConfig.ShutdownTimeout's default.
+	DefaultShutdownTimeout = 4 * time.Second
 	// ServiceName is the name of the admin micro service.
 	ServiceName = "idle-worker"
 )
@@ -65,6 +67,10 @@ type WorkerConfig struct {
 	// Observer, when set, is told of every quiesce event published, for
 	// metrics. Counters are in Stats.
 	Observer Observer
+	// ShutdownTimeout bounds Run's graceful shutdown after ctx is done:
+	// draining subscriptions, flushing, and closing the stream and registry
+	// (default DefaultShutdownTimeout).
+	ShutdownTimeout time.Duration
 	// OutageDetection bounds how long a dead connection can go unnoticed
 	// (the client's ping interval times its allowed outstanding pings,
 	// plus one). An outage is taken to have begun at the last message
@@ -147,6 +153,9 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.QueueLength <= 0 {
 		cfg.QueueLength = DefaultQueueLength
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0"
@@ -334,11 +343,14 @@ func (w *Worker) shutdown(svc micro.Service) error {
 	if err := svc.Stop(); err != nil {
 		w.log.Warn("stopping admin service", "error", err)
 	}
-	n := w.drainSubscriptions(2 * time.Second)
-	if err := w.nc.FlushTimeout(2 * time.Second); err != nil {
+	// One budget for the whole shutdown: draining takes at most half,
+	// flushing and the outputs share what is left.
+	deadline := time.Now().Add(w.cfg.ShutdownTimeout)
+	n := w.drainSubscriptions(w.cfg.ShutdownTimeout / 2)
+	if err := w.nc.FlushTimeout(max(time.Until(deadline)/3, 10*time.Millisecond)); err != nil {
 		w.log.Warn("final flush", "error", err)
 	}
-	w.closeOutputs()
+	w.closeOutputsBy(deadline)
 	w.publishGauges()
 	w.log.Info("worker stopped", "applied_after_stop", n, "backends", w.coord.Len())
 	return nil
@@ -409,8 +421,11 @@ func (w *Worker) publishGauges() {
 
 // closeOutputs waits, bounded, for the stream's acknowledgements and the
 // registry's writes.
-func (w *Worker) closeOutputs() {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+func (w *Worker) closeOutputs() { w.closeOutputsBy(time.Now().Add(w.cfg.ShutdownTimeout / 2)) }
+
+// closeOutputsBy is closeOutputs with a deadline.
+func (w *Worker) closeOutputsBy(deadline time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	if w.cfg.Stream != nil {
 		if err := w.cfg.Stream.Close(ctx); err != nil {

@@ -78,6 +78,7 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		Version:         version,
 		Logger:          logger,
 		OutageDetection: cfg.PingInterval * (maxPingsOut + 1),
+		ShutdownTimeout: workerShutdown(cfg),
 		Observer:        lateness,
 	}
 	if err := persistence(ctx, nc, subjects, cfg, logger, &wcfg); err != nil {
@@ -100,12 +101,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	runErr := w.Run(ctx)
 
 	// Drain the connection: pending publishes are flushed before it closes.
+	// The worker had most of IDLE_SHUTDOWN_TIMEOUT; this gets the rest.
 	if err := nc.Drain(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 		logger.Warn("drain connection", "error", err)
 	}
 	select {
 	case <-closed:
-	case <-time.After(cfg.ShutdownTimeout):
+	case <-time.After(cfg.ShutdownTimeout - workerShutdown(cfg)):
 		logger.Warn("connection did not drain in time; closing", "timeout", cfg.ShutdownTimeout)
 		nc.Close()
 	}
@@ -116,6 +118,10 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	logger.Info("idle-worker stopped")
 	return nil
 }
+
+// workerShutdown is the worker's share of IDLE_SHUTDOWN_TIMEOUT; draining
+// the connection and stopping HTTP get the rest.
+func workerShutdown(cfg config) time.Duration { return cfg.ShutdownTimeout * 3 / 4 }
 
 // maxPingsOut is how many pings may go unanswered before the client declares
 // the connection dead.
