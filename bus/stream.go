@@ -185,6 +185,11 @@ func (q *QuiesceStream) Close(ctx context.Context) error {
 		}
 		close(q.stop)
 		<-q.done
+		if n := len(q.retries); n > 0 {
+			// Left to redelivery after a restart: count them, say so.
+			q.dropped.Add(uint64(n))
+			q.log.Warn("quiesce events still waiting for a stream retry at shutdown", "events", n)
+		}
 	})
 	return err
 }
