@@ -102,6 +102,11 @@ type config struct {
 	Subscriber   string        `json:"subscriber"`
 	Spread       time.Duration `json:"spread_ns"`
 	Lead         time.Duration `json:"lead_ns"`
+	// TunedMemLimit, when positive, repeats the timeliness section with the
+	// collector driven by a memory limit instead of GOGC (GOGC=off,
+	// GOMEMLIMIT=TunedMemLimit), the setting the README recommends when
+	// lateness matters.
+	TunedMemLimit int64 `json:"tuned_mem_limit"`
 
 	KVKeys        int           `json:"kv_keys"`
 	KVConcurrency int           `json:"kv_concurrency"`
@@ -133,6 +138,7 @@ func defaultConfig() config {
 		Subscriber:       "raw",
 		Spread:           time.Second,
 		Lead:             time.Second,
+		TunedMemLimit:    2 << 30,
 		KVKeys:           -1, // same as Timely
 		KVConcurrency:    64,
 		KVLead:           5 * time.Second,
@@ -176,6 +182,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.Timely, "timely", c.Timely, "timeliness: backends whose deadlines fall within -spread (0: skip)")
 	fs.IntVar(&c.TimelyWindow, "timely-window", c.TimelyWindow, "timeliness: most heartbeats published ahead of the worker")
 	fs.IntVar(&c.TimelyRounds, "timely-rounds", c.TimelyRounds, "timeliness: rounds, whose events are pooled")
+	fs.Int64Var(&c.TunedMemLimit, "tuned-mem-limit", c.TunedMemLimit, "timeliness: repeat it with GOGC=off and this GOMEMLIMIT in bytes (0: skip)")
 	fs.StringVar(&c.Subscriber, "subscriber", c.Subscriber, "timeliness: quiesce subscriber, raw (protocol-level, allocation-free) or nats (nats.go)")
 	fs.DurationVar(&c.Spread, "spread", c.Spread, "timeliness: window of the deadlines")
 	fs.DurationVar(&c.Lead, "lead", c.Lead, "timeliness: time from the start of publishing to the first deadline")
@@ -217,7 +224,7 @@ func (c config) validate() error {
 		return errors.New("-publishers and -rounds must be positive")
 	case c.QueueLength <= 0 || c.Window <= 0 || c.TimelyWindow <= 0:
 		return errors.New("-queue, -window and -timely-window must be positive")
-	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0:
+	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0:
 		return errors.New("sizes must not be negative")
 	case c.Spread <= 0 || c.Lead <= 0 || c.KVLead < time.Second:
 		return errors.New("-spread and -lead must be positive, -kv-lead at least 1s")

@@ -127,15 +127,18 @@ type target struct {
 }
 
 type results struct {
-	Machine     machineInfo       `json:"machine"`
-	Config      config            `json:"config"`
-	Ingest      []ingestResult    `json:"ingest"`
-	Timeliness  *timelinessResult `json:"timeliness,omitempty"`
-	KV          *kvResult         `json:"kv_ttl,omitempty"`
-	Memory      *memoryResult     `json:"memory,omitempty"`
-	Shutdown    *shutdownResult   `json:"shutdown,omitempty"`
-	Targets     []target          `json:"targets"`
-	WallSeconds float64           `json:"wall_seconds"`
+	Machine    machineInfo       `json:"machine"`
+	Config     config            `json:"config"`
+	Ingest     []ingestResult    `json:"ingest"`
+	Timeliness *timelinessResult `json:"timeliness,omitempty"`
+	// TimelinessTunedGC is the timeliness section again with GOGC=off and
+	// GOMEMLIMIT=Config.TunedMemLimit.
+	TimelinessTunedGC *timelinessResult `json:"timeliness_tuned_gc,omitempty"`
+	KV                *kvResult         `json:"kv_ttl,omitempty"`
+	Memory            *memoryResult     `json:"memory,omitempty"`
+	Shutdown          *shutdownResult   `json:"shutdown,omitempty"`
+	Targets           []target          `json:"targets"`
+	WallSeconds       float64           `json:"wall_seconds"`
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -189,6 +192,15 @@ func (r *results) judge() {
 		bad := l.Early + l.Missing + l.Duplicates + l.Unexpected + int(t.WorkerDropped+t.SubscriberDropped)
 		add("quiesce events early/missing/dropped", "0", fmt.Sprintf("%d early, %d missing, %d duplicate, %d dropped",
 			l.Early, l.Missing, l.Duplicates, t.WorkerDropped+t.SubscriberDropped), bad == 0)
+		if tg := r.TimelinessTunedGC; tg != nil {
+			g := tg.Lateness
+			limit := fmt.Sprintf("GOGC=off GOMEMLIMIT=%dMiB", r.Config.TunedMemLimit>>20)
+			add("quiesce lateness p99, "+limit, "<= 5 ms", fmt.Sprintf("%.2f ms", g.P99MS), g.Count > 0 && g.P99MS <= 5)
+			add("quiesce lateness max, "+limit, "<= 50 ms", fmt.Sprintf("%.2f ms", g.MaxMS), g.Count > 0 && g.MaxMS <= 50)
+			bad := g.Early + g.Missing + g.Duplicates + g.Unexpected + int(tg.WorkerDropped+tg.SubscriberDropped)
+			add("quiesce events early/missing/dropped, "+limit, "0", fmt.Sprintf("%d early, %d missing, %d duplicate, %d dropped",
+				g.Early, g.Missing, g.Duplicates, tg.WorkerDropped+tg.SubscriberDropped), bad == 0)
+		}
 		if kv := r.KV; kv != nil && l.P99MS > 0 {
 			kv.P99OverWorker = kv.Lateness.P99MS / l.P99MS
 			kv.MaxOverWorker = kv.Lateness.MaxMS / math.Max(l.MaxMS, 1e-3)
@@ -280,6 +292,12 @@ func (r *results) print(out io.Writer) {
 		l := tl.Lateness
 		t.row("worker quiesce events", count(float64(tl.Backends)/tl.PublishSeconds), fmt.Sprint(l.Count), fmt.Sprint(l.Missing),
 			fmt.Sprint(l.Early), f2(l.P50MS), f2(l.P99MS), f2(l.MaxMS), fmt.Sprintf("%.0f", l.DeadlineSpanMS))
+		if tg := r.TimelinessTunedGC; tg != nil {
+			g := tg.Lateness
+			t.row(fmt.Sprintf("worker, GOGC=off GOMEMLIMIT=%dMiB", r.Config.TunedMemLimit>>20), count(float64(tg.Backends)/tg.PublishSeconds),
+				fmt.Sprint(g.Count), fmt.Sprint(g.Missing), fmt.Sprint(g.Early), f2(g.P50MS), f2(g.P99MS), f2(g.MaxMS),
+				fmt.Sprintf("%.0f", g.DeadlineSpanMS))
+		}
 		if kv := r.KV; kv != nil {
 			k := kv.Lateness
 			t.row("KV TTL markers ("+kv.Storage+")", count(kv.PutsPerSecond), fmt.Sprint(k.Count), fmt.Sprint(k.Missing),
