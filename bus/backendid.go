@@ -73,25 +73,27 @@ const upperHex = "0123456789ABCDEF"
 // EncodeKeyToken percent-encodes s into one key token: bytes outside
 // [A-Za-z0-9_-] become %XX, upper-case hex.
 func EncodeKeyToken(s string) string {
-	n := 0
 	for i := 0; i < len(s); i++ {
 		if !plain(s[i]) {
-			n++
+			return string(appendEscaped(make([]byte, 0, len(s)+8), s, '%', plain))
 		}
 	}
-	if n == 0 {
-		return s
-	}
-	b := make([]byte, 0, len(s)+2*n)
+	return s
+}
+
+// appendEscaped appends s to b, writing every byte that keep refuses as esc
+// followed by two upper-case hex digits. Key tokens (%XX) and registry KV
+// keys (=XX) both use it.
+func appendEscaped(b []byte, s string, esc byte, keep func(byte) bool) []byte {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		if plain(c) {
+		if keep(c) {
 			b = append(b, c)
 			continue
 		}
-		b = append(b, '%', upperHex[c>>4], upperHex[c&15])
+		b = append(b, esc, upperHex[c>>4], upperHex[c&15])
 	}
-	return string(b)
+	return b
 }
 
 // DecodeKeyToken reverses EncodeKeyToken. It rejects anything

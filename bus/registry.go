@@ -116,21 +116,11 @@ const (
 )
 
 func kvKey(key string) string {
-	var b strings.Builder
-	b.Grow(len(kvBackendPrefix) + len(key))
-	b.WriteString(kvBackendPrefix)
-	for i := 0; i < len(key); i++ {
-		c := key[i]
-		if plain(c) || c == '.' || c == '/' {
-			b.WriteByte(c)
-			continue
-		}
-		b.WriteByte('=')
-		b.WriteByte(upperHex[c>>4])
-		b.WriteByte(upperHex[c&15])
-	}
-	return b.String()
+	return string(appendEscaped([]byte(kvBackendPrefix), key, '=', kvPlain))
 }
+
+// kvPlain reports whether c may stand unescaped in a KV key.
+func kvPlain(c byte) bool { return plain(c) || c == '.' || c == '/' }
 
 func backendKey(kv string) (string, bool) {
 	rest, ok := strings.CutPrefix(kv, kvBackendPrefix)

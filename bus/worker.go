@@ -212,7 +212,7 @@ func (w *Worker) Stats() Stats {
 		Outages:        w.stats.outages.Load(),
 		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
 	}
-	for _, r := range []coordinator.Reason{coordinator.IdleTimeout, coordinator.Maintenance, coordinator.BrokerShutdown} {
+	for _, r := range reasons() {
 		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()
 	}
 	for r := range numRejects {
@@ -648,13 +648,22 @@ func (w *Worker) handle(m *nats.Msg) {
 	}
 }
 
-func (w *Worker) onActivity(key string, m *nats.Msg) {
+// admit checks what heartbeats and state reports share, the key and the body
+// size, and rejects the message when either is bad.
+func (w *Worker) admit(key string, m *nats.Msg) bool {
 	if err := ValidateKey(key); err != nil {
 		w.reject(m, rejectBadKey, err)
-		return
+		return false
 	}
 	if len(m.Data) > w.cfg.MaxBody {
 		w.reject(m, rejectBadPayload, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadPayload, len(m.Data), w.cfg.MaxBody))
+		return false
+	}
+	return true
+}
+
+func (w *Worker) onActivity(key string, m *nats.Msg) {
+	if !w.admit(key, m) {
 		return
 	}
 	hb, err := ParseHeartbeat(m.Data)
@@ -692,12 +701,7 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 }
 
 func (w *Worker) onState(key string, m *nats.Msg) {
-	if err := ValidateKey(key); err != nil {
-		w.reject(m, rejectBadKey, err)
-		return
-	}
-	if len(m.Data) > w.cfg.MaxBody {
-		w.reject(m, rejectBadPayload, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadPayload, len(m.Data), w.cfg.MaxBody))
+	if !w.admit(key, m) {
 		return
 	}
 	rep, err := ParseStateReport(m.Data)
@@ -715,7 +719,7 @@ func (w *Worker) onState(key string, m *nats.Msg) {
 		known = w.coord.Remove(key)
 	}
 	if !known {
-		w.reject(m, rejectUnknownBackend, fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key))
+		w.reject(m, rejectUnknownBackend, unknownBackend(key))
 		return
 	}
 	w.stats.stateReports.Add(1)
@@ -730,6 +734,11 @@ func (w *Worker) onState(key string, m *nats.Msg) {
 		b, _ := json.Marshal(StateReply{OK: true, Key: key, State: rep.State})
 		w.respond(m.Reply, b)
 	}
+}
+
+// unknownBackend is the error for a key the worker does not track.
+func unknownBackend(key string) error {
+	return fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key)
 }
 
 func (w *Worker) reject(m *nats.Msg, r rejectReason, err error) {
@@ -822,7 +831,7 @@ func (w *Worker) adminGet(req micro.Request) {
 		return
 	}
 	if !found {
-		w.adminError(req, "404", rejectUnknownBackend, fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key))
+		w.adminError(req, "404", rejectUnknownBackend, unknownBackend(key))
 		return
 	}
 	w.adminReply(req, GetReply{OK: true, Backend: info(b)})

@@ -347,6 +347,13 @@ func TestBinaryEmbeddedPortInUse(t *testing.T) {
 	if stderr := p.stderr.String(); !strings.Contains(stderr, "address already in use") {
 		t.Errorf("stderr %q: want it to say the address is in use", stderr)
 	}
+	left, err := os.ReadDir(p.tmpDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range left {
+		t.Errorf("TMPDIR after a failed start: got %s left behind; want the embedded store removed", e.Name())
+	}
 }
 
 // With IDLE_NATS_URL set, idle-worker serves on that server, configured by

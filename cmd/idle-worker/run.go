@@ -323,9 +323,9 @@ func startEmbedded(cfg config, logger *slog.Logger) (_ *server.Server, _ func(),
 	}
 	dir, removeDir := cfg.EmbeddedStoreDir, false
 	if dir == "" {
-		d, err := os.MkdirTemp("", "idle-worker-js-")
-		if err != nil {
-			return nil, nil, fmt.Errorf("embedded nats-server: store dir: %w", err)
+		d, mkErr := os.MkdirTemp("", "idle-worker-js-")
+		if mkErr != nil {
+			return nil, nil, fmt.Errorf("embedded nats-server: store dir: %w", mkErr)
 		}
 		dir, removeDir = d, true
 		defer func() {
@@ -355,24 +355,30 @@ func startEmbedded(cfg config, logger *slog.Logger) (_ *server.Server, _ func(),
 	for deadline := time.Now().Add(10 * time.Second); !srv.ReadyForConnections(50 * time.Millisecond); {
 		select {
 		case err := <-fatal:
-			srv.Shutdown()
+			stopServer(srv)
 			return nil, nil, fmt.Errorf("embedded nats-server on %s: %w", cfg.EmbeddedListen, err)
 		default:
 		}
 		if time.Now().After(deadline) {
-			srv.Shutdown()
+			stopServer(srv)
 			return nil, nil, fmt.Errorf("embedded nats-server: not ready to accept connections on %s within 10s", cfg.EmbeddedListen)
 		}
 	}
 	log.Info("embedded nats-server listening", "url", srv.ClientURL(), "store_dir", dir)
 	cleanup := func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
+		stopServer(srv)
 		if removeDir {
 			_ = os.RemoveAll(dir)
 		}
 	}
 	return srv, cleanup, nil
+}
+
+// stopServer shuts srv down and waits until it has, so nothing writes to its
+// store afterwards.
+func stopServer(srv *server.Server) {
+	srv.Shutdown()
+	srv.WaitForShutdown()
 }
 
 // serverLog adapts slog to nats-server's Logger. Fatal errors also go to
