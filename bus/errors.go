@@ -11,9 +11,6 @@ var (
 	ErrBadPayload = errors.New("bus: bad payload")
 	// ErrUnknownBackend: a message names a key the worker does not track.
 	ErrUnknownBackend = errors.New("bus: unknown backend")
-	// ErrFull: the worker tracks its maximum number of backends and refused
-	// a new one.
-	ErrFull = errors.New("bus: backend limit reached")
 	// ErrConnectionClosed: the NATS connection closed for good (for example
 	// after repeated authorization errors) and the worker stopped.
 	ErrConnectionClosed = errors.New("bus: NATS connection closed")

@@ -105,15 +105,10 @@ func ParseQuiesceEvent(body []byte) (QuiesceEvent, error) {
 	return e, nil
 }
 
-// reasons lists every coordinator.Reason, in wire-contract order.
-func reasons() [3]coordinator.Reason {
-	return [3]coordinator.Reason{coordinator.IdleTimeout, coordinator.Maintenance, coordinator.BrokerShutdown}
-}
-
 // ParseReason maps a reason's wire name to coordinator.Reason. Errors wrap
 // ErrBadPayload.
 func ParseReason(s string) (coordinator.Reason, error) {
-	for _, r := range reasons() {
+	for _, r := range coordinator.Reasons() {
 		if r.String() == s {
 			return r, nil
 		}

@@ -1,6 +1,11 @@
 package bus
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
 
 // rejectReason classifies rejected input for counters and logs.
 type rejectReason int
@@ -70,7 +75,7 @@ type Stats struct {
 type counters struct {
 	heartbeats    atomic.Uint64
 	stateReports  atomic.Uint64
-	quiesces      [4]atomic.Uint64 // by coordinator.Reason
+	quiesces      [coordinator.NumReasons]atomic.Uint64
 	publishErrors atomic.Uint64
 	rejected      [numRejects]atomic.Uint64
 	dropped       atomic.Uint64
@@ -82,4 +87,53 @@ type counters struct {
 	restored      atomic.Int64
 	outages       atomic.Uint64
 	outageNanos   atomic.Int64
+}
+
+// Stats returns a snapshot of the worker's counters. It is safe to call from
+// any goroutine.
+func (w *Worker) Stats() Stats {
+	s := Stats{
+		Heartbeats:     w.stats.heartbeats.Load(),
+		StateReports:   w.stats.stateReports.Load(),
+		PublishErrors:  w.stats.publishErrors.Load(),
+		Quiesces:       make(map[string]uint64),
+		Rejected:       make(map[string]uint64),
+		Dropped:        w.stats.dropped.Load(),
+		Running:        w.stats.running.Load(),
+		Draining:       w.stats.draining.Load(),
+		Quiesced:       w.stats.quiesced.Load(),
+		Unacknowledged: w.stats.unacked.Load(),
+		Redeliveries:   w.stats.redeliveries.Load(),
+		Restored:       w.stats.restored.Load(),
+		Outages:        w.stats.outages.Load(),
+		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
+	}
+	for _, r := range coordinator.Reasons() {
+		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()
+	}
+	for r := range numRejects {
+		s.Rejected[r.String()] = w.stats.rejected[r].Load()
+	}
+	pc := w.pub.Counters()
+	s.StreamFailures, s.StreamAbandoned = pc.Failed, pc.Abandoned
+	if w.reg != nil {
+		s.RegistryWriteFailures = w.reg.Counters().Failed
+	}
+	w.subsMu.Lock()
+	for _, sub := range w.subs {
+		if n, err := sub.Dropped(); err == nil && n > 0 {
+			s.Dropped += uint64(n)
+		}
+	}
+	w.subsMu.Unlock()
+	return s
+}
+
+// publishGauges refreshes the gauges Stats reads; the loop calls it after
+// every step.
+func (w *Worker) publishGauges() {
+	w.stats.running.Store(int64(w.coord.Count(coordinator.Running)))
+	w.stats.draining.Store(int64(w.coord.Count(coordinator.Draining)))
+	w.stats.quiesced.Store(int64(w.coord.Count(coordinator.Quiesced)))
+	w.stats.unacked.Store(int64(w.coord.Unacknowledged()))
 }

@@ -50,6 +50,13 @@ const (
 
 var reasonNames = [...]string{IdleTimeout: "idle_timeout", BrokerShutdown: "broker_shutdown", Maintenance: "maintenance"}
 
+// NumReasons is one more than the largest Reason: an array of NumReasons
+// elements holds one element per Reason, indexed by it.
+const NumReasons = len(reasonNames)
+
+// Reasons returns every Reason, in the order of the wire contract.
+func Reasons() []Reason { return []Reason{IdleTimeout, Maintenance, BrokerShutdown} }
+
 // String returns the wire name of r ("idle_timeout", "broker_shutdown",
 // "maintenance").
 func (r Reason) String() string {

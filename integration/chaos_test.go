@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/store"
 )
 
 // The chaos tests run the idle-worker binary against a nats-server running
@@ -350,7 +351,7 @@ func chaosWaitStored(t *testing.T, nc *nats.Conn, n int) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if kv, err := js.KeyValue(ctx, bus.DefaultRegistryBucket); err == nil {
+		if kv, err := js.KeyValue(ctx, store.DefaultRegistryBucket); err == nil {
 			if st, err := kv.Status(ctx); err == nil {
 				got = st.Values()
 			}
@@ -620,12 +621,12 @@ func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]bus.Q
 	}
 	var cons jetstream.Consumer
 	if durable != "" {
-		cons, err = js.Consumer(ctx, bus.DefaultStreamName, durable)
+		cons, err = js.Consumer(ctx, store.DefaultStreamName, durable)
 	} else {
-		cons, err = js.OrderedConsumer(ctx, bus.DefaultStreamName, jetstream.OrderedConsumerConfig{})
+		cons, err = js.OrderedConsumer(ctx, store.DefaultStreamName, jetstream.OrderedConsumerConfig{})
 	}
 	if err != nil {
-		t.Fatalf("consumer of %s: %v", bus.DefaultStreamName, err)
+		t.Fatalf("consumer of %s: %v", store.DefaultStreamName, err)
 	}
 	out := map[string][]bus.QuiesceEvent{}
 	// Read until the consumer has had nothing for a second.
@@ -692,7 +693,7 @@ func TestChaosBrokerCatchUp(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), bound)
 		defer cancel()
-		if _, err := js.CreateOrUpdateConsumer(ctx, bus.DefaultStreamName, jetstream.ConsumerConfig{
+		if _, err := js.CreateOrUpdateConsumer(ctx, store.DefaultStreamName, jetstream.ConsumerConfig{
 			Durable: "broker", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 			FilterSubject: prefix + ".quiesce.>", AckWait: time.Minute,
 		}); err != nil {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/store"
 )
 
 // relRegistry wraps the worker's bus.Registry: it counts the worker's calls
@@ -60,8 +61,8 @@ func (r *relRegistry) calls(key string) (puts, deletes int) {
 // relOptions says what an in-process worker persists.
 type relOptions struct {
 	policy   coordinator.Policy
-	registry bool                          // a KV registry in bus.DefaultRegistryBucket
-	stream   bool                          // a quiesce stream bus.DefaultStreamName
+	registry bool                          // a KV registry in store.DefaultRegistryBucket
+	stream   bool                          // a quiesce stream store.DefaultStreamName
 	drop     func(coordinator.Record) bool // registry writes to drop
 }
 
@@ -76,7 +77,7 @@ func relStartWorker(t *testing.T, url string, opts relOptions) (*testWorker, *re
 	cfg := bus.WorkerConfig{Policy: opts.policy}
 	var reg *relRegistry
 	if opts.registry {
-		kv, err := bus.OpenKVRegistry(ctx, nc, bus.DefaultRegistryBucket, nil)
+		kv, err := store.OpenKVRegistry(ctx, nc, store.DefaultRegistryBucket, nil)
 		if err != nil {
 			t.Fatalf("OpenKVRegistry: %v", err)
 		}
@@ -85,12 +86,12 @@ func relStartWorker(t *testing.T, url string, opts relOptions) (*testWorker, *re
 		cfg.Registry = reg
 	}
 	if opts.stream {
-		qs, err := bus.OpenQuiesceStream(ctx, nc, bus.MustSubjects(prefix), bus.StreamConfig{Duplicates: time.Minute}, nil)
+		qs, err := store.OpenQuiesceStream(ctx, nc, bus.MustSubjects(prefix), store.StreamConfig{Duplicates: time.Minute}, nil)
 		if err != nil {
 			t.Fatalf("OpenQuiesceStream: %v", err)
 		}
 		t.Cleanup(func() { relClose(t, "quiesce stream", qs.Close) })
-		cfg.Stream = qs
+		cfg.Publisher = qs
 	}
 	return startWorkerOn(t, nc, cfg), reg
 }
@@ -119,9 +120,9 @@ func relKV(t *testing.T, nc *nats.Conn) jetstream.KeyValue {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	kv, err := relJetStream(t, nc).KeyValue(ctx, bus.DefaultRegistryBucket)
+	kv, err := relJetStream(t, nc).KeyValue(ctx, store.DefaultRegistryBucket)
 	if err != nil {
-		t.Fatalf("registry bucket %s: %v", bus.DefaultRegistryBucket, err)
+		t.Fatalf("registry bucket %s: %v", store.DefaultRegistryBucket, err)
 	}
 	return kv
 }
@@ -568,9 +569,9 @@ func TestQuiesceStreamStoresOncePerID(t *testing.T) {
 	js := relJetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	stream, err := js.Stream(ctx, bus.DefaultStreamName)
+	stream, err := js.Stream(ctx, store.DefaultStreamName)
 	if err != nil {
-		t.Fatalf("stream %s: %v", bus.DefaultStreamName, err)
+		t.Fatalf("stream %s: %v", store.DefaultStreamName, err)
 	}
 	info, err := stream.Info(ctx)
 	if err != nil {
@@ -618,7 +619,7 @@ func TestQuiesceStreamStoresOncePerID(t *testing.T) {
 		t.Errorf("stream after %v: got %d messages, last sequence %d; want 6, 6 (one per id)", attempts, st.Msgs, st.LastSeq)
 	}
 
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.DefaultStreamName, jetstream.ConsumerConfig{
+	cons, err := js.CreateOrUpdateConsumer(ctx, store.DefaultStreamName, jetstream.ConsumerConfig{
 		Durable: "broker", AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
 		FilterSubject: prefix + ".quiesce.st.>",
 	})
@@ -748,7 +749,7 @@ func TestBinaryPersist(t *testing.T) {
 		s := startServer(t, withJetStream(t))
 		p := startBinary(t, map[string]string{"IDLE_NATS_URL": s.ClientURL(), "IDLE_PERSIST": "auto"})
 		serve(t, p, s.ClientURL(), "auto.js")
-		if got, want := streams(t, s.ClientURL()), []string{bus.DefaultStreamName, "KV_" + bus.DefaultRegistryBucket}; !slices.Equal(got, want) {
+		if got, want := streams(t, s.ClientURL()), []string{store.DefaultStreamName, "KV_" + store.DefaultRegistryBucket}; !slices.Equal(got, want) {
 			t.Errorf("JetStream streams with IDLE_PERSIST=auto: got %v; want %v", got, want)
 		}
 		kv := relKV(t, connect(t, s.ClientURL()))

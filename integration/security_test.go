@@ -17,6 +17,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/store"
 )
 
 // secConfFile is the example least-privilege server configuration. The
@@ -169,22 +170,22 @@ func newSecSetup(t *testing.T) *secSetup {
 	// The same persistence set-up as idle-worker with IDLE_PERSIST=on.
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
-	if err := bus.CheckJetStream(ctx, st.workerConn.Conn); err != nil {
+	if err := store.CheckJetStream(ctx, st.workerConn.Conn); err != nil {
 		t.Fatalf("CheckJetStream as idle-worker: %v", err)
 	}
-	reg, err := bus.OpenKVRegistry(ctx, st.workerConn.Conn, bus.DefaultRegistryBucket, logger)
+	reg, err := store.OpenKVRegistry(ctx, st.workerConn.Conn, store.DefaultRegistryBucket, logger)
 	if err != nil {
 		t.Fatalf("OpenKVRegistry as idle-worker: %v", err)
 	}
-	stream, err := bus.OpenQuiesceStream(ctx, st.workerConn.Conn, bus.MustSubjects(prefix), bus.StreamConfig{}, logger)
+	stream, err := store.OpenQuiesceStream(ctx, st.workerConn.Conn, bus.MustSubjects(prefix), store.StreamConfig{}, logger)
 	if err != nil {
 		t.Fatalf("OpenQuiesceStream as idle-worker: %v", err)
 	}
 	st.worker = startWorkerOn(t, st.workerConn.Conn, bus.WorkerConfig{
-		Policy:   coordinator.Policy{DefaultIdleTimeout: longTimeout},
-		Logger:   logger,
-		Registry: reg,
-		Stream:   stream,
+		Policy:    coordinator.Policy{DefaultIdleTimeout: longTimeout},
+		Logger:    logger,
+		Registry:  reg,
+		Publisher: stream,
 	})
 	st.backend7 = secDialAs(t, s, secBackend7, pw[secBackend7.name])
 	st.backend8 = secDialAs(t, s, secBackend8, pw[secBackend8.name])
@@ -211,7 +212,7 @@ func TestSecConfAllowedFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, bus.DefaultStreamName, jetstream.ConsumerConfig{
+	cons, err := js.CreateOrUpdateConsumer(ctx, store.DefaultStreamName, jetstream.ConsumerConfig{
 		Durable:       secBroker7.name,
 		FilterSubject: prefix + ".quiesce.dev-7.>",
 		AckPolicy:     jetstream.AckExplicitPolicy,
@@ -273,7 +274,7 @@ func TestSecConfAllowedFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ojs.Stream(ctx, bus.DefaultStreamName); err != nil {
+	if _, err := ojs.Stream(ctx, store.DefaultStreamName); err != nil {
 		t.Errorf("operator reads stream info: %v", err)
 	}
 
@@ -354,15 +355,15 @@ func TestSecConfDenials(t *testing.T) {
 		{"broker reports for another instance", st.broker7, pub(st.broker7, prefix+".state."+key8, `{"state":"removed"}`)},
 		{"broker reads another instance's events", st.broker7, sub(st.broker7, prefix+".quiesce.dev-8.>")},
 		{"broker heartbeats", st.broker7, pub(st.broker7, prefix+".activity."+key7, "")},
-		{"broker reads the stream directly", st.broker7, req(st.broker7, "$JS.API.STREAM.MSG.GET."+bus.DefaultStreamName, `{"seq":1}`)},
+		{"broker reads the stream directly", st.broker7, req(st.broker7, "$JS.API.STREAM.MSG.GET."+store.DefaultStreamName, `{"seq":1}`)},
 		{"broker consumes every instance's events", st.broker7,
-			req(st.broker7, "$JS.API.CONSUMER.CREATE."+bus.DefaultStreamName+".broker-dev-7."+prefix+".quiesce.>", `{}`)},
+			req(st.broker7, "$JS.API.CONSUMER.CREATE."+store.DefaultStreamName+".broker-dev-7."+prefix+".quiesce.>", `{}`)},
 		{"broker takes another broker's consumer", st.broker7,
-			req(st.broker7, "$JS.API.CONSUMER.MSG.NEXT."+bus.DefaultStreamName+".broker-dev-8", `{"batch":1}`)},
-		{"broker writes the registry", st.broker7, pub(st.broker7, "$KV."+bus.DefaultRegistryBucket+".b."+key8, `{}`)},
+			req(st.broker7, "$JS.API.CONSUMER.MSG.NEXT."+store.DefaultStreamName+".broker-dev-8", `{"batch":1}`)},
+		{"broker writes the registry", st.broker7, pub(st.broker7, "$KV."+store.DefaultRegistryBucket+".b."+key8, `{}`)},
 		{"operator forges a quiesce", st.operator, pub(st.operator, prefix+".quiesce."+key7, `{"id":"forged"}`)},
-		{"operator deletes the stream", st.operator, req(st.operator, "$JS.API.STREAM.DELETE."+bus.DefaultStreamName, "")},
-		{"operator writes the registry", st.operator, pub(st.operator, "$KV."+bus.DefaultRegistryBucket+".b."+key7, `{}`)},
+		{"operator deletes the stream", st.operator, req(st.operator, "$JS.API.STREAM.DELETE."+store.DefaultStreamName, "")},
+		{"operator writes the registry", st.operator, pub(st.operator, "$KV."+store.DefaultRegistryBucket+".b."+key7, `{}`)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
 	"github.com/idle-worker/idle-worker/metrics"
+	"github.com/idle-worker/idle-worker/store"
 )
 
 // run starts the service and blocks until ctx is done, then shuts down within
@@ -137,28 +138,25 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 	}
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	if err := bus.CheckJetStream(cctx, nc); err != nil {
-		if cfg.Persist == "on" {
-			return fmt.Errorf("IDLE_PERSIST=on: %w", err)
-		}
+	st, err := store.Open(cctx, nc, subjects, store.Config{
+		RegistryBucket: cfg.RegistryBucket,
+		Stream: store.StreamConfig{
+			Name:       cfg.QuiesceStream,
+			Duplicates: cfg.StreamDuplicates,
+			MaxAge:     cfg.StreamMaxAge,
+			MaxBytes:   cfg.StreamMaxBytes,
+		},
+	}, logger)
+	switch {
+	case errors.Is(err, store.ErrNoJetStream) && cfg.Persist == "auto":
 		logger.Warn("JetStream not available: backends are tracked in memory only and quiesce events are not stored", "error", err)
 		return nil
-	}
-	reg, err := bus.OpenKVRegistry(cctx, nc, cfg.RegistryBucket, logger)
-	if err != nil {
+	case errors.Is(err, store.ErrNoJetStream):
+		return fmt.Errorf("IDLE_PERSIST=on: %w", err)
+	case err != nil:
 		return err
 	}
-	stream, err := bus.OpenQuiesceStream(cctx, nc, subjects, bus.StreamConfig{
-		Name:       cfg.QuiesceStream,
-		Duplicates: cfg.StreamDuplicates,
-		MaxAge:     cfg.StreamMaxAge,
-		MaxBytes:   cfg.StreamMaxBytes,
-	}, logger)
-	if err != nil {
-		_ = reg.Close(cctx)
-		return err
-	}
-	wcfg.Registry, wcfg.Stream = reg, stream
+	wcfg.Registry, wcfg.Publisher = st.Registry, st.Stream
 	logger.Info("persistence on", "registry_bucket", cfg.RegistryBucket, "quiesce_stream", cfg.QuiesceStream)
 	return nil
 }

@@ -1,8 +1,7 @@
-package bus
+package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,138 +15,34 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
 
+	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
 )
 
 // DefaultRegistryBucket is the JetStream KV bucket of the registry.
 const DefaultRegistryBucket = "idle_registry"
 
-// Registry keeps the coordinator's records across restarts. The worker loop
-// calls Put, Delete and SetHighWater on transitions only, never per
-// heartbeat; they must not block. Load runs once, before the worker serves.
-type Registry interface {
-	// Load returns what the registry holds.
-	Load(ctx context.Context) (RegistryState, error)
-	// Put stores rec, replacing any record of the same key.
-	Put(rec coordinator.Record)
-	// Delete forgets key.
-	Delete(key string)
-	// SetHighWater stores a generation that no generation handed out by
-	// this run exceeds before the next SetHighWater.
-	SetHighWater(gen uint64)
-	// StoreHighWater is SetHighWater, waiting until it is stored. The
-	// worker calls it once before serving.
-	StoreHighWater(ctx context.Context, gen uint64) error
-	// Close writes what is pending, bounded by ctx, and stops.
-	Close(ctx context.Context) error
-}
-
-// RegistryState is what Registry.Load returns.
-type RegistryState struct {
-	// ID names the registry; quiesce ids start with it, so an event re-sent
-	// after a restart carries the same id.
-	ID string
-	// HighWater is the stored generation high-water mark.
-	HighWater uint64
-	Records   []coordinator.Record
-	// Skipped counts stored records that did not decode.
-	Skipped int
-}
-
-// record is the stored form of a coordinator.Record.
-type record struct {
-	TimeoutMS  int64  `json:"timeout_ms"`
-	State      string `json:"state"`
-	Generation uint64 `json:"generation"`
-	Reason     string `json:"reason,omitempty"`
-}
-
-// EncodeRecord returns the stored JSON form of rec (without its key, which
-// names the KV entry).
-func EncodeRecord(rec coordinator.Record) []byte {
-	r := record{TimeoutMS: rec.IdleTimeout.Milliseconds(), State: rec.State.String(), Generation: rec.Generation}
-	if rec.Reason != 0 {
-		r.Reason = rec.Reason.String()
-	}
-	b, _ := json.Marshal(r)
-	return b
-}
-
-// ParseRecord decodes a stored record of key. Errors wrap ErrBadPayload.
-func ParseRecord(key string, data []byte) (coordinator.Record, error) {
-	var r record
-	err := decodeObject(data, "registry record",
-		member{"timeout_ms", &r.TimeoutMS}, member{"state", &r.State},
-		member{"generation", &r.Generation}, member{"reason", &r.Reason})
-	if err != nil {
-		return coordinator.Record{}, err
-	}
-	if err := ValidateKey(key); err != nil {
-		return coordinator.Record{}, fmt.Errorf("%w: registry record key: %w", ErrBadPayload, err)
-	}
-	if r.TimeoutMS < 0 || r.TimeoutMS > maxTimeoutMS {
-		return coordinator.Record{}, fmt.Errorf("%w: registry record timeout_ms %d out of range", ErrBadPayload, r.TimeoutMS)
-	}
-	rec := coordinator.Record{Key: key, IdleTimeout: time.Duration(r.TimeoutMS) * time.Millisecond, Generation: r.Generation}
-	for _, s := range []coordinator.State{coordinator.Running, coordinator.Draining, coordinator.Quiesced} {
-		if s.String() == r.State {
-			rec.State = s
-		}
-	}
-	if rec.State == 0 {
-		return coordinator.Record{}, fmt.Errorf("%w: registry record state %q unknown", ErrBadPayload, r.State)
-	}
-	if r.Reason != "" {
-		reason, err := ParseReason(r.Reason)
-		if err != nil {
-			return coordinator.Record{}, err
-		}
-		rec.Reason = reason
-	}
-	return rec, nil
-}
-
-// KV entry names. Backend keys may hold bytes a KV key may not, so they are
-// escaped: every byte outside [A-Za-z0-9_./-] becomes =XX.
+// KV entry names: a backend's record is b.<bus.StoreKey(key)>; the
+// registry's id and generation high-water mark are meta entries.
 const (
 	kvBackendPrefix = "b."
 	kvIDKey         = "m.id"
 	kvHighWaterKey  = "m.hwm"
 )
 
-func kvKey(key string) string {
-	return string(appendEscaped([]byte(kvBackendPrefix), key, '=', kvPlain))
-}
+func kvKey(key string) string { return kvBackendPrefix + bus.StoreKey(key) }
 
-// kvPlain reports whether c may stand unescaped in a KV key.
-func kvPlain(c byte) bool { return plain(c) || c == '.' || c == '/' }
-
+// backendKey returns the backend key of a KV entry name, and false when the
+// name is not a backend's.
 func backendKey(kv string) (string, bool) {
 	rest, ok := strings.CutPrefix(kv, kvBackendPrefix)
 	if !ok {
 		return "", false
 	}
-	var b strings.Builder
-	for i := 0; i < len(rest); i++ {
-		c := rest[i]
-		if c != '=' {
-			b.WriteByte(c)
-			continue
-		}
-		if i+2 >= len(rest) {
-			return "", false
-		}
-		hi, lo := unhex(rest[i+1]), unhex(rest[i+2])
-		if hi < 0 || lo < 0 {
-			return "", false
-		}
-		b.WriteByte(byte(hi<<4 | lo))
-		i += 2
-	}
-	return b.String(), true
+	return bus.ParseStoreKey(rest)
 }
 
-// KVRegistry is a Registry in a JetStream key-value bucket. Writes are
+// KVRegistry is a bus.Registry in a JetStream key-value bucket. Writes are
 // coalesced per key and published asynchronously by one writer goroutine,
 // a batch at a time, so two writes of one key are never in flight together
 // and the latest always wins.
@@ -192,7 +87,7 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 			r.mu.Unlock()
 		}))
 	if err != nil {
-		return nil, fmt.Errorf("bus: registry: %w", err)
+		return nil, fmt.Errorf("store: registry: %w", err)
 	}
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      bucket,
@@ -201,7 +96,7 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: registry bucket %q: %w", bucket, err)
+		return nil, fmt.Errorf("store: registry bucket %q: %w", bucket, err)
 	}
 	r.js, r.kv = js, kv
 	go r.writer()
@@ -210,11 +105,11 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 
 // Load reads every record, the registry id (creating it on first use) and
 // the generation high-water mark.
-func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
-	var st RegistryState
+func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
+	var st bus.RegistryState
 	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return st, fmt.Errorf("bus: registry load: %w", err)
+		return st, fmt.Errorf("store: registry load: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
 	for {
@@ -222,7 +117,7 @@ func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
 		select {
 		case e = <-w.Updates():
 		case <-ctx.Done():
-			return st, fmt.Errorf("bus: registry load: %w", ctx.Err())
+			return st, fmt.Errorf("store: registry load: %w", ctx.Err())
 		}
 		if e == nil {
 			break // initial values delivered
@@ -243,7 +138,7 @@ func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
 				st.Skipped++
 				continue
 			}
-			rec, err := ParseRecord(key, e.Value())
+			rec, err := bus.ParseRecord(key, e.Value())
 			if err != nil {
 				st.Skipped++
 				r.log.Warn("skipping bad registry record", "backend", key, "error", err)
@@ -263,7 +158,7 @@ func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
 			// Another writer may have won the race: read theirs.
 			e, gerr := r.kv.Get(ctx, kvIDKey)
 			if gerr != nil {
-				return st, fmt.Errorf("bus: registry id: %w", errors.Join(err, gerr))
+				return st, fmt.Errorf("store: registry id: %w", errors.Join(err, gerr))
 			}
 			id = string(e.Value())
 		}
@@ -273,7 +168,7 @@ func (r *KVRegistry) Load(ctx context.Context) (RegistryState, error) {
 }
 
 // Put queues rec for writing.
-func (r *KVRegistry) Put(rec coordinator.Record) { r.queue(kvKey(rec.Key), EncodeRecord(rec)) }
+func (r *KVRegistry) Put(rec coordinator.Record) { r.queue(kvKey(rec.Key), bus.EncodeRecord(rec)) }
 
 // Delete queues the removal of key.
 func (r *KVRegistry) Delete(key string) { r.queue(kvKey(key), nil) }
@@ -286,7 +181,7 @@ func (r *KVRegistry) SetHighWater(gen uint64) {
 // StoreHighWater stores the generation high-water mark and waits for it.
 func (r *KVRegistry) StoreHighWater(ctx context.Context, gen uint64) error {
 	if _, err := r.kv.Put(ctx, kvHighWaterKey, strconv.AppendUint(nil, gen, 10)); err != nil {
-		return fmt.Errorf("bus: registry high-water mark: %w", err)
+		return fmt.Errorf("store: registry high-water mark: %w", err)
 	}
 	return nil
 }
@@ -301,9 +196,11 @@ func (r *KVRegistry) queue(k string, v []byte) {
 	}
 }
 
-// Writes returns how many writes were acknowledged and how many failed (and
-// were retried).
-func (r *KVRegistry) Writes() (ok, failed uint64) { return r.writes.Load(), r.errs.Load() }
+// Counters returns how many writes were acknowledged and how many failed
+// (and were retried).
+func (r *KVRegistry) Counters() bus.RegistryCounters {
+	return bus.RegistryCounters{Written: r.writes.Load(), Failed: r.errs.Load()}
+}
 
 // Pending returns the number of keys waiting to be written.
 func (r *KVRegistry) Pending() int {
@@ -396,10 +293,10 @@ func (r *KVRegistry) Close(ctx context.Context) error {
 	select {
 	case <-r.done:
 	case <-ctx.Done():
-		return fmt.Errorf("bus: registry close: %w", ctx.Err())
+		return fmt.Errorf("store: registry close: %w", ctx.Err())
 	}
 	if n := r.Pending(); n > 0 {
-		return fmt.Errorf("bus: registry close: %d writes not stored", n)
+		return fmt.Errorf("store: registry close: %d writes not stored", n)
 	}
 	return nil
 }

@@ -1,8 +1,7 @@
-package bus
+package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idle-worker/idle-worker/bus"
 )
 
 // Defaults of StreamConfig.
@@ -34,7 +35,7 @@ type StreamConfig struct {
 // acknowledgement; beyond it, redelivery (Policy.RetryInterval) takes over.
 const maxPublishTries = 8
 
-// QuiesceStream publishes quiesce events through JetStream with
+// QuiesceStream is a bus.Publisher: it publishes quiesce events through JetStream with
 // acknowledgement, retrying failed ones with backoff. Core NATS subscribers
 // of P.quiesce.> receive every publish, the stream stores each id once.
 type QuiesceStream struct {
@@ -54,7 +55,7 @@ type QuiesceStream struct {
 
 // OpenQuiesceStream creates or updates the stream on P.quiesce.> and returns
 // a publisher for it.
-func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects Subjects, cfg StreamConfig, logger *slog.Logger) (*QuiesceStream, error) {
+func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg StreamConfig, logger *slog.Logger) (*QuiesceStream, error) {
 	if cfg.Name == "" {
 		cfg.Name = DefaultStreamName
 	}
@@ -83,7 +84,7 @@ func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects Subjects, cf
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) { q.retry(m, err) }),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("bus: quiesce stream: %w", err)
+		return nil, fmt.Errorf("store: quiesce stream: %w", err)
 	}
 	_, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Name,
@@ -97,27 +98,34 @@ func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects Subjects, cf
 		MaxBytes:    cfg.MaxBytes,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: quiesce stream %q: %w", cfg.Name, err)
+		return nil, fmt.Errorf("store: quiesce stream %q: %w", cfg.Name, err)
 	}
 	q.js = js
 	go q.retrier()
 	return q, nil
 }
 
-// Publish sends m (which carries its Nats-Msg-Id header) without waiting for
-// the acknowledgement; a failure, now or at acknowledgement, is retried in
-// the background.
-func (q *QuiesceStream) Publish(m *nats.Msg) {
+// Publish sends ev on subject, with its id as Nats-Msg-Id, without waiting
+// for the acknowledgement; a failure, now or at acknowledgement, is retried
+// in the background. It never returns an error: the stream keeps the event
+// until it is stored or given up to redelivery.
+func (q *QuiesceStream) Publish(subject string, ev *bus.QuiesceEvent) error {
+	m := &nats.Msg{
+		Subject: subject,
+		Data:    ev.AppendJSON(make([]byte, 0, 192)),
+		Header:  nats.Header{bus.HeaderMsgID: []string{ev.ID}},
+	}
 	// Publish runs on the worker loop: never stall it waiting for room
 	// among the outstanding acknowledgements; the retrier waits instead.
 	if _, err := q.js.PublishMsgAsync(m, jetstream.WithStallWait(time.Millisecond)); err != nil {
 		q.retry(m, err)
 	}
+	return nil
 }
 
 func (q *QuiesceStream) retry(m *nats.Msg, err error) {
 	q.failed.Add(1)
-	id := m.Header.Get(HeaderMsgID)
+	id := m.Header.Get(bus.HeaderMsgID)
 	q.mu.Lock()
 	if len(q.tries) > 1<<16 {
 		// Ids whose retry later succeeded are never removed one by one;
@@ -151,7 +159,7 @@ func (q *QuiesceStream) retrier() {
 			return
 		case m := <-q.retries:
 			q.mu.Lock()
-			n := q.tries[m.Header.Get(HeaderMsgID)]
+			n := q.tries[m.Header.Get(bus.HeaderMsgID)]
 			q.mu.Unlock()
 			wait := min(time.Duration(1<<min(n, 6))*50*time.Millisecond, 3*time.Second)
 			select {
@@ -169,9 +177,11 @@ func (q *QuiesceStream) retrier() {
 	}
 }
 
-// Stats returns the stream publisher's counters: events whose publish
+// Counters returns the stream publisher's counters: events whose publish
 // failed at least once, and events given up to redelivery.
-func (q *QuiesceStream) Stats() (failed, gaveUp uint64) { return q.failed.Load(), q.dropped.Load() }
+func (q *QuiesceStream) Counters() bus.PublisherCounters {
+	return bus.PublisherCounters{Failed: q.failed.Load(), Abandoned: q.dropped.Load()}
+}
 
 // Close waits, bounded by ctx, for outstanding acknowledgements and stops
 // retrying.
@@ -181,7 +191,7 @@ func (q *QuiesceStream) Close(ctx context.Context) error {
 		select {
 		case <-q.js.PublishAsyncComplete():
 		case <-ctx.Done():
-			err = fmt.Errorf("bus: quiesce stream close: %w", ctx.Err())
+			err = fmt.Errorf("store: quiesce stream close: %w", ctx.Err())
 		}
 		close(q.stop)
 		<-q.done
@@ -192,24 +202,4 @@ func (q *QuiesceStream) Close(ctx context.Context) error {
 		}
 	})
 	return err
-}
-
-// ErrNoJetStream reports that persistence was required but the server has no
-// JetStream.
-var ErrNoJetStream = errors.New("bus: JetStream not available")
-
-// CheckJetStream reports whether the server behind nc offers JetStream to
-// this account. Errors other than "not enabled" are returned as they are.
-func CheckJetStream(ctx context.Context, nc *nats.Conn) error {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	if _, err := js.AccountInfo(ctx); err != nil {
-		if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) || errors.Is(err, nats.ErrNoResponders) {
-			return fmt.Errorf("%w: %w", ErrNoJetStream, err)
-		}
-		return err
-	}
-	return nil
 }

@@ -27,9 +27,9 @@ func TestRecordRoundTrip(t *testing.T) {
 			if got != tt.rec {
 				t.Errorf("round trip: got %+v; want %+v", got, tt.rec)
 			}
-			k, ok := backendKey(kvKey(tt.rec.Key))
+			k, ok := ParseStoreKey(StoreKey(tt.rec.Key))
 			if !ok || k != tt.rec.Key {
-				t.Errorf("KV key round trip of %q: got %q, %v; want the key back", tt.rec.Key, k, ok)
+				t.Errorf("store key round trip of %q: got %q, %v; want the key back", tt.rec.Key, k, ok)
 			}
 		})
 	}
@@ -77,8 +77,8 @@ func FuzzParseRecord(f *testing.F) {
 	})
 }
 
-// FuzzKVKey: every valid backend key maps to a KV key and back.
-func FuzzKVKey(f *testing.F) {
+// FuzzStoreKey: every valid backend key maps to a store key and back.
+func FuzzStoreKey(f *testing.F) {
 	for _, k := range []string{"a", "a.b.c", "dev-7.gopls.0%2E16%2E1.9f2c", `x=y."q"`, "a/b"} {
 		f.Add(k)
 	}
@@ -86,15 +86,15 @@ func FuzzKVKey(f *testing.F) {
 		if ValidateKey(key) != nil {
 			return
 		}
-		kv := kvKey(key)
+		kv := StoreKey(key)
 		for i := 0; i < len(kv); i++ {
 			c := kv[i]
 			if !(plain(c) || c == '.' || c == '/' || c == '=') {
-				t.Fatalf("kvKey(%q) = %q holds byte %q, not allowed in a KV key", key, kv, c)
+				t.Fatalf("StoreKey(%q) = %q holds byte %q, not allowed in a KV key", key, kv, c)
 			}
 		}
-		if back, ok := backendKey(kv); !ok || back != key {
-			t.Fatalf("backendKey(kvKey(%q)) = %q, %v; want the key back", key, back, ok)
+		if back, ok := ParseStoreKey(kv); !ok || back != key {
+			t.Fatalf("ParseStoreKey(StoreKey(%q)) = %q, %v; want the key back", key, back, ok)
 		}
 	})
 }

@@ -1,0 +1,146 @@
+package bus
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// addService starts the admin micro service and its endpoints.
+func (w *Worker) addService() (micro.Service, error) {
+	svc, err := micro.AddService(w.nc, micro.Config{
+		Name:         ServiceName,
+		Version:      w.cfg.Version,
+		Description:  "Decides when backends are idle and asks their brokers to drain them.",
+		StatsHandler: func(*micro.Endpoint) any { return w.Stats() },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: admin service: %w", err)
+	}
+	g := svc.AddGroup(w.subj.AdminGroup())
+	for name, h := range map[string]micro.HandlerFunc{
+		"list": w.adminList, "quiesce": w.adminQuiesce, "get": w.adminGet,
+	} {
+		if err := g.AddEndpoint(name, h); err != nil {
+			_ = svc.Stop()
+			return nil, fmt.Errorf("bus: admin endpoint %s: %w", name, err)
+		}
+	}
+	return svc, nil
+}
+
+// do runs f on the loop goroutine and waits for it.
+func (w *Worker) do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case w.calls <- func() { f(); close(done) }:
+		<-done
+		return nil
+	case <-w.stopping:
+		return ErrShuttingDown
+	}
+}
+
+func (w *Worker) adminError(req micro.Request, code string, r rejectReason, err error) {
+	if r >= 0 {
+		w.stats.rejected[r].Add(1)
+	}
+	if rerr := req.Error(code, err.Error(), errorReply(err)); rerr != nil {
+		w.log.Warn("admin reply", "error", rerr)
+	}
+}
+
+func (w *Worker) adminReply(req micro.Request, v any) {
+	b, err := json.Marshal(v)
+	if err == nil && int64(len(b)) > w.nc.MaxPayload() {
+		err = fmt.Errorf("bus: reply of %d bytes exceeds the server's max payload; narrow match or lower limit", len(b))
+	}
+	if err != nil {
+		w.adminError(req, "500", -1, err)
+		return
+	}
+	if rerr := req.Respond(b); rerr != nil {
+		w.log.Warn("admin reply", "error", rerr)
+	}
+}
+
+func info(b coordinator.Backend) BackendInfo {
+	return BackendInfo{Key: b.Key, State: b.State.String(), IdleForMS: b.IdleFor.Milliseconds(),
+		IdleTimeoutMS: b.IdleTimeout.Milliseconds(), Attempts: b.Attempts}
+}
+
+func (w *Worker) adminList(req micro.Request) {
+	lr, pat, err := ParseListRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	reply := ListReply{OK: true, Backends: []BackendInfo{}}
+	err = w.do(func() {
+		bs, total := w.coord.List(w.now(), pat.Match, lr.Limit)
+		for _, b := range bs {
+			reply.Backends = append(reply.Backends, info(b))
+		}
+		reply.Total, reply.Truncated = total, total > len(bs)
+		reply.Unacknowledged = w.coord.Unacknowledged()
+	})
+	if err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	w.adminReply(req, reply)
+}
+
+func (w *Worker) adminGet(req micro.Request) {
+	key, err := ParseGetRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	var b coordinator.Backend
+	var found bool
+	if err := w.do(func() { b, found = w.coord.Get(key, w.now()) }); err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	if !found {
+		w.adminError(req, "404", rejectUnknownBackend, unknownBackend(key))
+		return
+	}
+	w.adminReply(req, GetReply{OK: true, Backend: info(b)})
+}
+
+func (w *Worker) adminQuiesce(req micro.Request) {
+	pat, reason, err := ParseQuiesceRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	var n int
+	err = w.do(func() {
+		now := w.now()
+		var due []coordinator.Due
+		if pat.Literal() {
+			if d, ok := w.coord.Quiesce(pat.String(), now, reason); ok {
+				due = append(due, d)
+			}
+		} else {
+			due = w.coord.QuiesceMatching(now, reason, pat.Match)
+		}
+		for _, d := range due {
+			w.emit(d, now)
+		}
+		n = len(due)
+		if n > 0 {
+			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
+		}
+	})
+	if err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	w.adminReply(req, QuiesceReply{OK: true, Quiesced: n})
+}

@@ -1,0 +1,156 @@
+package bus
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// rearm points the single timer at the coordinator's next deadline.
+func (w *Worker) rearm() {
+	if w.paused {
+		return
+	}
+	dl, ok := w.coord.NextDeadline()
+	if !ok {
+		if w.armed {
+			w.timer.Stop()
+			w.armed = false
+		}
+		return
+	}
+	if w.armed && dl.Equal(w.armedAt) {
+		return
+	}
+	w.timer.Reset(dl.Sub(w.now()))
+	w.armed, w.armedAt = true, dl
+}
+
+// fire publishes a quiesce for every backend due now.
+func (w *Worker) fire() {
+	if w.paused {
+		return
+	}
+	now := w.now()
+	w.due = w.coord.AppendDue(w.due[:0], now)
+	for _, d := range w.due {
+		w.emit(d, now)
+	}
+	clear(w.due) // keep no key alive
+}
+
+// eventID names one emission: the worker's incarnation and the running
+// period's generation, which the coordinator never reuses.
+func (w *Worker) eventID(gen uint64) string {
+	b := make([]byte, 0, 64) // on the stack: one allocation, the string
+	b = append(append(b, w.incarn...), '-')
+	return string(strconv.AppendUint(b, gen, 10))
+}
+
+// emit publishes d's event, then records what it implies.
+func (w *Worker) emit(d coordinator.Due, now time.Time) {
+	ev := QuiesceEvent{
+		ID:                  w.eventID(d.Generation),
+		Key:                 d.Key,
+		Reason:              d.Reason.String(),
+		IdleForMS:           d.IdleFor.Milliseconds(),
+		ConfiguredTimeoutMS: d.ConfiguredTimeout.Milliseconds(),
+		At:                  now,
+		Attempt:             d.Attempt,
+	}
+	if err := w.pub.Publish(w.subj.Quiesce(d.Key), &ev); err != nil {
+		w.stats.publishErrors.Add(1)
+		w.log.Error("publish quiesce", "backend", d.Key, "id", ev.ID, "error", err)
+	}
+	// The registry write is queued after the publish on the same
+	// connection, so a stored "draining" never precedes its event.
+	if d.Attempt <= 1 && w.reg != nil {
+		w.putRecord(d.Key)
+	}
+	if d.Attempt > 1 {
+		w.stats.redeliveries.Add(1)
+	}
+	if w.cfg.Observer != nil {
+		var late time.Duration
+		if d.Reason == coordinator.IdleTimeout && d.Attempt <= 1 {
+			late = max(now.Sub(d.Deadline), 0)
+		}
+		w.cfg.Observer.Quiesced(d, late)
+	}
+	w.stats.quiesces[d.Reason].Add(1)
+	w.summary.add(d)
+	if w.log.Enabled(context.Background(), slog.LevelDebug) {
+		w.log.Debug("quiesce", "backend", d.Key, "id", ev.ID, "reason", ev.Reason, "attempt", d.Attempt, "idle_for", d.IdleFor)
+	}
+}
+
+// corePublisher is the Publisher of a worker without one: core NATS, no
+// acknowledgement. It reuses one message, owned by the worker loop:
+// PublishMsg copies subject, header and body into the connection's buffer
+// before it returns, so nothing of it need outlive the call.
+type corePublisher struct {
+	nc   *nats.Conn
+	msg  nats.Msg
+	id   [1]string // the Nats-Msg-Id header's values
+	body []byte
+}
+
+// Publish implements Publisher.
+func (p *corePublisher) Publish(subject string, ev *QuiesceEvent) error {
+	if p.msg.Header == nil {
+		p.msg.Header = nats.Header{HeaderMsgID: p.id[:]}
+	}
+	p.id[0] = ev.ID
+	p.body = ev.AppendJSON(p.body[:0])
+	p.msg.Subject, p.msg.Data = subject, p.body
+	return p.nc.PublishMsg(&p.msg)
+}
+
+// Counters implements Publisher: core publishes fail only synchronously,
+// and the worker counts those as publish errors.
+func (p *corePublisher) Counters() PublisherCounters { return PublisherCounters{} }
+
+// Close implements Publisher; the worker flushes the connection itself.
+func (p *corePublisher) Close(context.Context) error { return nil }
+
+// quiesceSummary counts the events published since its last line and logs
+// them at info level, by reason, at most once per WorkerConfig.SummaryInterval.
+// It is owned by the worker loop.
+type quiesceSummary struct {
+	logger       *slog.Logger
+	first        [coordinator.NumReasons]uint64 // first emissions by reason
+	redeliveries uint64
+}
+
+func (s *quiesceSummary) add(d coordinator.Due) {
+	if d.Attempt > 1 {
+		s.redeliveries++
+		return
+	}
+	s.first[d.Reason]++
+}
+
+// flush logs what was counted over the last interval, if anything, and
+// starts again. interval is only reported (zero: at shutdown).
+func (s *quiesceSummary) flush(interval time.Duration) {
+	total := s.redeliveries
+	attrs := make([]any, 0, 2*coordinator.NumReasons+4)
+	for _, r := range coordinator.Reasons() {
+		total += s.first[r]
+		attrs = append(attrs, r.String(), s.first[r])
+	}
+	if total == 0 {
+		return
+	}
+	attrs = append(attrs, "redeliveries", s.redeliveries)
+	if interval > 0 {
+		attrs = append(attrs, "interval", interval)
+	}
+	s.logger.Info("quiesce events published", attrs...)
+	*s = quiesceSummary{logger: s.logger}
+}

@@ -1,0 +1,135 @@
+package bus
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/idle-worker/idle-worker/coordinator"
+)
+
+// handle applies one message of the data subscriptions: a heartbeat or a
+// state report.
+func (w *Worker) handle(m *nats.Msg) {
+	if key, ok := w.subj.ActivityKey(m.Subject); ok {
+		w.onActivity(key, m)
+		return
+	}
+	if key, ok := w.subj.StateKey(m.Subject); ok {
+		w.onState(key, m)
+	}
+}
+
+// admit checks what heartbeats and state reports share, the key and the body
+// size, and rejects the message when either is bad.
+func (w *Worker) admit(key string, m *nats.Msg) bool {
+	if err := ValidateKey(key); err != nil {
+		w.reject(m, rejectBadKey, err)
+		return false
+	}
+	if len(m.Data) > w.cfg.MaxBody {
+		w.reject(m, rejectBadPayload, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadPayload, len(m.Data), w.cfg.MaxBody))
+		return false
+	}
+	return true
+}
+
+// onActivity applies a heartbeat of key and answers it.
+func (w *Worker) onActivity(key string, m *nats.Msg) {
+	if !w.admit(key, m) {
+		return
+	}
+	hb, err := ParseHeartbeat(m.Data)
+	if err != nil {
+		r := rejectBadPayload
+		if errors.Is(err, errTimeoutOverflow) {
+			r = rejectTimeoutTooLarge
+		}
+		w.reject(m, r, err)
+		return
+	}
+	timeout := w.defTO
+	if hb.HasTimeout {
+		if hb.Timeout > w.cfg.MaxTimeout {
+			w.reject(m, rejectTimeoutTooLarge, fmt.Errorf("%w: idle_timeout_ms %d exceeds the maximum %d",
+				ErrBadPayload, hb.Timeout.Milliseconds(), w.cfg.MaxTimeout.Milliseconds()))
+			return
+		}
+		timeout = coordinator.ClampTimeout(hb.Timeout)
+	}
+	ch, err := w.coord.MarkActivityWithTimeout(key, w.now(), timeout)
+	if err != nil {
+		w.reject(m, rejectFull, fmt.Errorf("bus: %w: %d backends tracked", err, w.coord.Len()))
+		return
+	}
+	if ch != 0 && w.reg != nil {
+		w.putRecord(key)
+		w.keepHighWater()
+	}
+	w.stats.heartbeats.Add(1)
+	if m.Reply != "" {
+		w.buf = appendHeartbeatReply(w.buf[:0], key, timeout)
+		w.respond(m.Reply, w.buf)
+	}
+}
+
+// onState applies a broker's state report of key and answers it.
+func (w *Worker) onState(key string, m *nats.Msg) {
+	if !w.admit(key, m) {
+		return
+	}
+	rep, err := ParseStateReport(m.Data)
+	if err != nil {
+		w.reject(m, rejectBadPayload, err)
+		return
+	}
+	var known bool
+	switch rep.State {
+	case StateDraining:
+		known = w.coord.MarkDraining(key)
+	case StateQuiesced:
+		known = w.coord.MarkQuiesced(key)
+	case StateRemoved:
+		known = w.coord.Remove(key)
+	}
+	if !known {
+		w.reject(m, rejectUnknownBackend, unknownBackend(key))
+		return
+	}
+	w.stats.stateReports.Add(1)
+	if w.reg != nil {
+		if rep.State == StateRemoved {
+			w.reg.Delete(key)
+		} else {
+			w.putRecord(key)
+		}
+	}
+	if m.Reply != "" {
+		b, _ := json.Marshal(StateReply{OK: true, Key: key, State: rep.State})
+		w.respond(m.Reply, b)
+	}
+}
+
+// unknownBackend is the error for a key the worker does not track.
+func unknownBackend(key string) error {
+	return fmt.Errorf("%w: %q is not tracked", ErrUnknownBackend, key)
+}
+
+// reject counts, logs (rate-limited) and answers refused input.
+func (w *Worker) reject(m *nats.Msg, r rejectReason, err error) {
+	w.stats.rejected[r].Add(1)
+	w.rl.log(w.now(), r, m.Subject, err)
+	if m.Reply != "" {
+		w.respond(m.Reply, errorReply(err))
+	}
+}
+
+// respond publishes a reply, counting a refusal.
+func (w *Worker) respond(reply string, data []byte) {
+	if err := w.nc.Publish(reply, data); err != nil {
+		w.stats.publishErrors.Add(1)
+		w.log.Warn("reply", "subject", reply, "error", err)
+	}
+}
