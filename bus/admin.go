@@ -44,15 +44,33 @@ func (w *Worker) do(f func()) error {
 	}
 }
 
+// adminError answers req with an error, counting it under r (none when r is
+// negative).
 func (w *Worker) adminError(req micro.Request, code string, r rejectReason, err error) {
 	if r >= 0 {
 		w.stats.rejected[r].Add(1)
+	}
+	if !w.adminMayReply(req) {
+		return
 	}
 	if rerr := req.Error(code, err.Error(), errorReply(err)); rerr != nil {
 		w.log.Warn("admin reply", "error", rerr)
 	}
 }
 
+// adminMayReply reports whether req's reply subject is an allowed inbox; a
+// refused one is counted and logged on the loop, like a data message's.
+func (w *Worker) adminMayReply(req micro.Request) bool {
+	if w.replies.allow(req.Reply()) {
+		return true
+	}
+	if err := w.do(func() { w.refuseReply(req.Reply()) }); err != nil {
+		w.stats.rejected[rejectBadReply].Add(1)
+	}
+	return false
+}
+
+// adminReply answers req with v as JSON.
 func (w *Worker) adminReply(req micro.Request, v any) {
 	b, err := json.Marshal(v)
 	if err == nil && int64(len(b)) > w.nc.MaxPayload() {
@@ -60,6 +78,9 @@ func (w *Worker) adminReply(req micro.Request, v any) {
 	}
 	if err != nil {
 		w.adminError(req, "500", -1, err)
+		return
+	}
+	if !w.adminMayReply(req) {
 		return
 	}
 	if rerr := req.Respond(b); rerr != nil {

@@ -126,10 +126,25 @@ func (w *Worker) reject(m *nats.Msg, r rejectReason, err error) {
 	}
 }
 
-// respond publishes a reply, counting a refusal.
+// respond publishes a reply, counting a refusal. A reply subject outside
+// the allowed inboxes is not answered: it is counted and logged as bad_reply.
 func (w *Worker) respond(reply string, data []byte) {
+	if !w.replies.allow(reply) {
+		w.refuseReply(reply)
+		return
+	}
 	if err := w.nc.Publish(reply, data); err != nil {
 		w.stats.publishErrors.Add(1)
 		w.log.Warn("reply", "subject", reply, "error", err)
 	}
 }
+
+// refuseReply counts and logs (rate-limited) a reply subject the worker will
+// not publish on.
+func (w *Worker) refuseReply(reply string) {
+	w.stats.rejected[rejectBadReply].Add(1)
+	w.rl.log(w.now(), rejectBadReply, reply, errBadReply)
+}
+
+// errBadReply is logged for a refused reply subject.
+var errBadReply = fmt.Errorf("%w: reply subject is not an allowed inbox; not answered", ErrBadKey)

@@ -17,6 +17,7 @@ const (
 	rejectUnknownBackend
 	rejectFull
 	rejectBadRequest
+	rejectBadReply
 	numRejects
 )
 
@@ -27,6 +28,7 @@ var rejectNames = [numRejects]string{
 	rejectUnknownBackend:  "unknown_backend",
 	rejectFull:            "backend_limit",
 	rejectBadRequest:      "bad_admin_request",
+	rejectBadReply:        "bad_reply",
 }
 
 func (r rejectReason) String() string { return rejectNames[r] }
@@ -42,7 +44,8 @@ type Stats struct {
 	// PublishErrors counts quiesce events and replies NATS refused.
 	PublishErrors uint64 `json:"publish_errors"`
 	// Rejected counts rejected input by reason: bad_key, bad_payload,
-	// timeout_too_large, unknown_backend, backend_limit, bad_admin_request.
+	// timeout_too_large, unknown_backend, backend_limit, bad_admin_request,
+	// bad_reply.
 	Rejected map[string]uint64 `json:"rejected"`
 	// Dropped counts messages NATS dropped because the worker's queue was
 	// full (a slow consumer).

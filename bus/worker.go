@@ -50,6 +50,12 @@ type WorkerConfig struct {
 	// (default DefaultQueueLength). When it is full NATS drops messages and
 	// Stats.Dropped counts them.
 	QueueLength int
+	// ReplyPrefixes are the subject prefixes the worker answers requests on
+	// (default DefaultReplyPrefixes). Whatever they say, it never answers on
+	// $-subjects or under its own prefix. A message with any other reply
+	// subject is applied as usual but not answered, and counted as rejected
+	// (bad_reply).
+	ReplyPrefixes []string
 	// Version is the admin service's semantic version (default "0.0.0").
 	Version string
 	// Logger receives the worker's logs (default: discard).
@@ -112,6 +118,7 @@ type Worker struct {
 	stats    counters // atomic: read by any goroutine
 	rl       rateLog
 	summary  quiesceSummary
+	replies  replyFilter
 	buf      []byte            // scratch for replies
 	due      []coordinator.Due // scratch for AppendDue
 	pub      Publisher
@@ -168,6 +175,10 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 	if cfg.Policy.DefaultIdleTimeout > cfg.MaxTimeout {
 		return nil, fmt.Errorf("bus: default idle timeout %v exceeds the maximum %v", cfg.Policy.DefaultIdleTimeout, cfg.MaxTimeout)
 	}
+	replies, err := newReplyFilter(cfg.ReplyPrefixes, cfg.Subjects)
+	if err != nil {
+		return nil, fmt.Errorf("bus: reply prefixes: %w", err)
+	}
 	log := cfg.Logger.With("component", "worker")
 	w := &Worker{
 		nc:       nc,
@@ -184,6 +195,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		stopping: make(chan struct{}),
 		rl:       rateLog{logger: log, interval: time.Second},
 		summary:  quiesceSummary{logger: log},
+		replies:  replies,
 		reg:      cfg.Registry,
 		pub:      cfg.Publisher,
 	}
