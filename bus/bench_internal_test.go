@@ -5,10 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
 // The heartbeat hot path, measured without the network: a Worker on a real
@@ -31,25 +31,12 @@ var handleBodies = []struct {
 // an embedded server (127.0.0.1, random port) closed in cleanup.
 func newHandleWorker(tb testing.TB) *Worker {
 	tb.Helper()
-	srv, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(10 * time.Second) {
-		srv.Shutdown()
-		tb.Fatal("nats-server not ready for connections")
-	}
+	srv := natstest.Start(tb)
 	nc, err := nats.Connect(srv.ClientURL())
 	if err != nil {
-		srv.Shutdown()
 		tb.Fatal(err)
 	}
-	tb.Cleanup(func() {
-		nc.Close()
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
+	tb.Cleanup(nc.Close)
 	w, err := NewWorker(nc, WorkerConfig{Policy: coordinator.DefaultPolicy()})
 	if err != nil {
 		tb.Fatal(err)

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
 // waitBound bounds every wait in this package's tests and examples.
@@ -20,7 +20,7 @@ const waitBound = 10 * time.Second
 // bus.Worker on its own connection. Tests get one from newEnv; examples,
 // which have no *testing.T, from startEnv and must call Close.
 type env struct {
-	srv    *server.Server
+	srv    *natstest.Server
 	wnc    *nats.Conn // the worker's connection
 	worker *bus.Worker
 	cancel context.CancelFunc
@@ -28,29 +28,10 @@ type env struct {
 	conns  []*nats.Conn
 }
 
-// startServer starts an embedded nats-server listening on 127.0.0.1 only.
-func startServer() (*server.Server, error) {
-	s, err := server.NewServer(&server.Options{
-		Host:   "127.0.0.1",
-		Port:   -1,
-		NoLog:  true,
-		NoSigs: true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nats-server: %w", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(waitBound) {
-		s.Shutdown()
-		return nil, errors.New("nats-server not ready for connections")
-	}
-	return s, nil
-}
-
 // startEnv starts a server and a worker serving cfg. Zero fields of cfg
 // select the worker's defaults; Subjects defaults to the "idle" prefix.
 func startEnv(cfg bus.WorkerConfig) (*env, error) {
-	srv, err := startServer()
+	srv, err := natstest.Run()
 	if err != nil {
 		return nil, err
 	}
@@ -109,7 +90,8 @@ func (e *env) Connect() (*nats.Conn, error) {
 }
 
 // Close stops the worker (waiting, bounded, for Run to return), closes every
-// connection and shuts the server down. It returns Run's error, if any.
+// connection and shuts the server down. It returns Run's error, if any,
+// joined with the server's.
 func (e *env) Close() error {
 	var err error
 	if e.cancel != nil {
@@ -128,7 +110,5 @@ func (e *env) Close() error {
 	if e.wnc != nil {
 		e.wnc.Close()
 	}
-	e.srv.Shutdown()
-	e.srv.WaitForShutdown()
-	return err
+	return errors.Join(err, e.srv.Close())
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/natsconn"
 	"github.com/idle-worker/idle-worker/natsconn/natsconntest"
 )
@@ -193,7 +194,7 @@ func TestSecAuthInProcess(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const timeout = 200 * time.Millisecond
-			s := startServer(t, tc.server)
+			s := startServer(t, natstest.Configure(tc.server))
 			url := s.ClientURL()
 			if err := secDial(url, tc.refused); err == nil {
 				t.Fatalf("connect with the refused settings: got nil; want the server to refuse")
@@ -223,7 +224,7 @@ func TestSecAuthBinary(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			const timeout = 200 * time.Millisecond
-			s := startServer(t, tc.server)
+			s := startServer(t, natstest.Configure(tc.server))
 			env := secEnv(tc.client)
 			env["IDLE_NATS_URL"] = s.ClientURL()
 			env["IDLE_LOG_LEVEL"] = "debug"
@@ -291,7 +292,7 @@ func TestSecAuthRefusedBinary(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, tt.server)
+			s := startServer(t, natstest.Configure(tt.server))
 			env := secEnv(tt.client)
 			env["IDLE_NATS_URL"] = s.ClientURL()
 			env["IDLE_CONNECT_TIMEOUT"] = "2s"

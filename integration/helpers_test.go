@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
 const (
@@ -34,42 +35,11 @@ const (
 )
 
 // startServer starts an embedded nats-server on 127.0.0.1 and a random port
-// and shuts it down when the test ends.
-func startServer(t *testing.T, opts ...func(*server.Options)) *server.Server {
+// (natstest.Start) and shuts it down when the test ends.
+func startServer(t *testing.T, opts ...natstest.Option) *server.Server {
 	t.Helper()
 	stalls.start()
-	o := &server.Options{
-		Host:   "127.0.0.1",
-		Port:   server.RANDOM_PORT,
-		NoLog:  true,
-		NoSigs: true,
-	}
-	for _, f := range opts {
-		f(o)
-	}
-	s, err := server.NewServer(o)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatalf("nats-server not ready for connections within 10s")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
-}
-
-// withJetStream enables JetStream with its store in a test directory.
-func withJetStream(t *testing.T) func(*server.Options) {
-	dir := t.TempDir()
-	return func(o *server.Options) {
-		o.JetStream = true
-		o.StoreDir = dir
-	}
+	return natstest.Start(t, opts...).Server
 }
 
 // connect returns a real NATS connection to url, closed when the test ends.

@@ -24,6 +24,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/metrics"
 )
 
@@ -255,7 +256,7 @@ func TestOpsMetricsFollowWorker(t *testing.T) {
 func TestOpsReadyzFollowsNATS(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
-	onPort := func(o *server.Options) { o.Port = port }
+	onPort := natstest.Configure(func(o *server.Options) { o.Port = port })
 	s := startServer(t, onPort)
 	reconnect := func(o *nats.Options) error { o.AllowReconnect = true; return nil } // connect says NoReconnect
 	nc := connect(t, s.ClientURL(), reconnect, nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
@@ -301,7 +302,7 @@ func TestOpsBinaryHTTP(t *testing.T) {
 	t.Parallel()
 	const timeout = 200 * time.Millisecond
 	natsPort, httpPort := freePort(t), freePort(t)
-	onPort := func(o *server.Options) { o.Port = natsPort }
+	onPort := natstest.Configure(func(o *server.Options) { o.Port = natsPort })
 	s := startServer(t, onPort)
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 	p := startBinary(t, map[string]string{

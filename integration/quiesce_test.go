@@ -13,6 +13,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
 // A backend that names no timeout gets the worker's default, whether its
@@ -309,7 +310,7 @@ func TestQuiesceEventContract(t *testing.T) {
 func TestQuiesceEventsDeduplicateInJetStream(t *testing.T) {
 	t.Parallel()
 	const timeout = 100 * time.Millisecond
-	s := startServer(t, withJetStream(t))
+	s := startServer(t, natstest.JetStream())
 	startWorker(t, s.ClientURL(), bus.WorkerConfig{Policy: coordinator.Policy{DefaultIdleTimeout: longTimeout}})
 	nc := connect(t, s.ClientURL())
 	events := subscribe(t, nc, prefix+".quiesce.>")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -211,7 +212,7 @@ func relEventID(regID string, gen uint64) string { return regID + "-" + strconv.
 func TestRegistryRoundTrip(t *testing.T) {
 	t.Parallel()
 	const short = 150 * time.Millisecond
-	s := startServer(t, withJetStream(t))
+	s := startServer(t, natstest.JetStream())
 	_, reg := relStartWorker(t, s.ClientURL(), relOptions{policy: coordinator.Policy{DefaultIdleTimeout: longTimeout}, registry: true})
 	nc := connect(t, s.ClientURL())
 	events := subscribe(t, nc, prefix+".quiesce.>")
@@ -318,7 +319,7 @@ func TestRegistryRestart(t *testing.T) {
 		registry: true,
 		drop:     func(r coordinator.Record) bool { return r.Key == "rel.crash" && r.State == coordinator.Draining },
 	}
-	s := startServer(t, withJetStream(t))
+	s := startServer(t, natstest.JetStream())
 	nc := connect(t, s.ClientURL())
 	events := subscribe(t, nc, prefix+".quiesce.>")
 	w1, _ := relStartWorker(t, s.ClientURL(), opts)
@@ -559,7 +560,7 @@ func TestRedeliveryEndsOnAcknowledgement(t *testing.T) {
 func TestQuiesceStreamStoresOncePerID(t *testing.T) {
 	t.Parallel()
 	const idle, retry = 100 * time.Millisecond, 100 * time.Millisecond
-	s := startServer(t, withJetStream(t))
+	s := startServer(t, natstest.JetStream())
 	relStartWorker(t, s.ClientURL(), relOptions{
 		policy:   coordinator.Policy{DefaultIdleTimeout: longTimeout, RetryInterval: retry, RetryMaxInterval: retry},
 		registry: true, stream: true,
@@ -737,7 +738,7 @@ func TestBinaryPersist(t *testing.T) {
 	})
 	t.Run("off creates no bucket", func(t *testing.T) {
 		t.Parallel()
-		s := startServer(t, withJetStream(t))
+		s := startServer(t, natstest.JetStream())
 		p := startBinary(t, map[string]string{"IDLE_NATS_URL": s.ClientURL(), "IDLE_PERSIST": "off"})
 		serve(t, p, s.ClientURL(), "off.js")
 		if got := streams(t, s.ClientURL()); len(got) != 0 {
@@ -746,7 +747,7 @@ func TestBinaryPersist(t *testing.T) {
 	})
 	t.Run("auto with JetStream persists", func(t *testing.T) {
 		t.Parallel()
-		s := startServer(t, withJetStream(t))
+		s := startServer(t, natstest.JetStream())
 		p := startBinary(t, map[string]string{"IDLE_NATS_URL": s.ClientURL(), "IDLE_PERSIST": "auto"})
 		serve(t, p, s.ClientURL(), "auto.js")
 		if got, want := streams(t, s.ClientURL()), []string{store.DefaultStreamName, "KV_" + store.DefaultRegistryBucket}; !slices.Equal(got, want) {

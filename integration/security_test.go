@@ -17,6 +17,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -40,9 +41,9 @@ var (
 	secAllUsers = []secUser{secWorker, secBackend7, secBackend8, secBroker7, secBroker8, secOperator}
 )
 
-// secConfServer runs a nats-server from secConfFile, listening on 127.0.0.1
-// and a random port, with its JetStream store in a test directory and
-// monitoring off. Each user's password is random and set in the
+// secConfServer runs a nats-server from secConfFile (natstest.ConfigFile),
+// listening on 127.0.0.1 and a random port, with its JetStream store in a
+// temporary directory and monitoring off. Each user's password is random and set in the
 // environment the file reads it from, so the test cannot run in parallel.
 // It returns the server and the passwords by user name.
 func secConfServer(t *testing.T) (*server.Server, map[string]string) {
@@ -52,31 +53,11 @@ func secConfServer(t *testing.T) (*server.Server, map[string]string) {
 		passwords[u.name] = nuid.Next()
 		t.Setenv(u.passwordVar, passwords[u.name])
 	}
-	opts, err := server.ProcessConfigFile(secConfFile)
-	if err != nil {
-		t.Fatalf("ProcessConfigFile(%s): %v", secConfFile, err)
-	}
-	if !opts.JetStream {
+	s := natstest.Start(t, natstest.ConfigFile(secConfFile))
+	if !s.JetStreamEnabled() {
 		t.Fatalf("%s: got JetStream off; want it on (the worker keeps its registry there)", secConfFile)
 	}
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.HTTPHost, opts.HTTPPort = "127.0.0.1", 0
-	opts.StoreDir = t.TempDir()
-	opts.NoLog, opts.NoSigs = true, true
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server from %s: %v", secConfFile, err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatalf("nats-server not ready for connections within 10s")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s, passwords
+	return s.Server, passwords
 }
 
 // secConn is a connection as one user of secConfFile, with the

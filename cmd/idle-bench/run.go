@@ -13,14 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
-// waitBound bounds every wait for the server, a worker or a subscription.
+// waitBound bounds every wait for a worker or a subscription.
 const waitBound = 30 * time.Second
 
 // run measures every section cfg enables, prints the table to out, writes
@@ -47,11 +47,11 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}()
 	}
 	res := &results{Machine: machine(), Config: cfg}
-	srv, cleanup, err := startServer()
+	srv, err := natstest.Run(natstest.JetStream())
 	if err != nil {
 		return nil, err
 	}
-	defer cleanup()
+	defer srv.Close()
 	url := srv.ClientURL()
 
 	for _, body := range []struct{ name, data string }{
@@ -147,39 +147,6 @@ func measureTunedGC(ctx context.Context, url string, cfg config) (timelinessResu
 	}()
 	runtime.GC() // start from a clean heap, as the default run did
 	return measureTimeliness(ctx, url, cfg)
-}
-
-// startServer starts an embedded nats-server with JetStream on 127.0.0.1
-// (random port) and a temporary store; cleanup stops it and removes the
-// store.
-func startServer() (*server.Server, func(), error) {
-	dir, err := os.MkdirTemp("", "idle-bench-js-")
-	if err != nil {
-		return nil, nil, err
-	}
-	srv, err := server.NewServer(&server.Options{
-		Host:      "127.0.0.1",
-		Port:      -1,
-		NoLog:     true,
-		NoSigs:    true,
-		JetStream: true,
-		StoreDir:  dir,
-	})
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, nil, fmt.Errorf("nats-server: %w", err)
-	}
-	go srv.Start()
-	if !srv.ReadyForConnections(waitBound) {
-		srv.Shutdown()
-		os.RemoveAll(dir)
-		return nil, nil, errors.New("nats-server not ready for connections")
-	}
-	return srv, func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-		os.RemoveAll(dir)
-	}, nil
 }
 
 // runningWorker is a bus.Worker running on its own connection.
