@@ -65,15 +65,19 @@ func (w *Worker) shutdown(svc micro.Service) error {
 // plain Unsubscribe would make the client drop messages still in flight.)
 // It returns how many messages it applied and gives up after timeout.
 func (w *Worker) drainSubscriptions(timeout time.Duration) int {
+	// Fold the subscriptions' drop counts into the worker's under the lock
+	// Stats takes, so the total it reports never goes backwards.
 	w.subsMu.Lock()
 	subs := w.subs
 	w.subs = nil
-	w.subsMu.Unlock()
-	var closed []<-chan nats.SubStatus
 	for _, sub := range subs {
 		if n, err := sub.Dropped(); err == nil && n > 0 {
 			w.stats.dropped.Add(uint64(n))
 		}
+	}
+	w.subsMu.Unlock()
+	var closed []<-chan nats.SubStatus
+	for _, sub := range subs {
 		ch := sub.StatusChanged(nats.SubscriptionClosed)
 		if err := sub.Drain(); err != nil {
 			w.log.Warn("drain subscription", "subject", sub.Subject, "error", err)

@@ -81,7 +81,8 @@ type counters struct {
 	quiesces      [coordinator.NumReasons]atomic.Uint64
 	publishErrors atomic.Uint64
 	rejected      [numRejects]atomic.Uint64
-	dropped       atomic.Uint64
+	dropped       atomic.Uint64 // folded in from closed subscriptions
+	droppedSeen   atomic.Uint64 // the most Stats has reported
 	running       atomic.Int64
 	draining      atomic.Int64
 	quiesced      atomic.Int64
@@ -101,7 +102,6 @@ func (w *Worker) Stats() Stats {
 		PublishErrors:  w.stats.publishErrors.Load(),
 		Quiesces:       make(map[string]uint64),
 		Rejected:       make(map[string]uint64),
-		Dropped:        w.stats.dropped.Load(),
 		Running:        w.stats.running.Load(),
 		Draining:       w.stats.draining.Load(),
 		Quiesced:       w.stats.quiesced.Load(),
@@ -122,14 +122,31 @@ func (w *Worker) Stats() Stats {
 	if w.reg != nil {
 		s.RegistryWriteFailures = w.reg.Counters().Failed
 	}
+	s.Dropped = w.droppedTotal()
+	return s
+}
+
+// droppedTotal returns the messages dropped so far: the worker's own count
+// plus what its live subscriptions report, never less than it returned
+// before (Prometheus reads a drop as a counter reset).
+func (w *Worker) droppedTotal() uint64 {
 	w.subsMu.Lock()
+	n := w.stats.dropped.Load()
 	for _, sub := range w.subs {
-		if n, err := sub.Dropped(); err == nil && n > 0 {
-			s.Dropped += uint64(n)
+		if d, err := sub.Dropped(); err == nil && d > 0 {
+			n += uint64(d)
 		}
 	}
 	w.subsMu.Unlock()
-	return s
+	for {
+		seen := w.stats.droppedSeen.Load()
+		if n <= seen {
+			return seen
+		}
+		if w.stats.droppedSeen.CompareAndSwap(seen, n) {
+			return n
+		}
+	}
 }
 
 // publishGauges refreshes the gauges Stats reads; the loop calls it after

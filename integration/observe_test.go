@@ -151,4 +151,28 @@ func TestFullQueueCountsDropped(t *testing.T) {
 		t.Errorf("micro stats dropped: got %d; want %d", st.Dropped, extra-1)
 	}
 	heartbeat(t, nc, "dq.after", "")
+
+	// Shutting down folds the subscriptions' drops into the worker's own
+	// count: a reader polling meanwhile never sees the total go down.
+	stopped := make(chan error, 1)
+	go func() { stopped <- w.stop(bound) }()
+	last := w.Stats().Dropped
+	for polling := true; polling; {
+		select {
+		case err := <-stopped:
+			if err != nil {
+				t.Fatal(err)
+			}
+			polling = false
+		default:
+		}
+		d := w.Stats().Dropped
+		if d < last {
+			t.Fatalf("Stats().Dropped went from %d down to %d during shutdown", last, d)
+		}
+		last = d
+	}
+	if d := w.Stats().Dropped; d != extra-1 {
+		t.Errorf("Stats().Dropped after shutdown: got %d; want %d", d, extra-1)
+	}
 }
