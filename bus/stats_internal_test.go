@@ -2,7 +2,9 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"testing"
+	"time"
 
 	"github.com/idle-worker/idle-worker/coordinator"
 )
@@ -54,5 +56,33 @@ func TestStatsCountEveryReason(t *testing.T) {
 		if got := s.Quiesces[r.String()]; got != uint64(i+1) {
 			t.Errorf("Stats.Quiesces[%s] = %d; want %d", r, got, i+1)
 		}
+	}
+}
+
+// failingLoad is a Registry whose Load fails, so Run fails before serving.
+type failingLoad struct{ countingRegistry }
+
+func (failingLoad) Load(context.Context) (RegistryState, error) {
+	return RegistryState{}, errors.New("load failed")
+}
+
+// TestFailedRunRefusesCalls: after Run fails to start, an admin call handed
+// to the loop is refused at once instead of waiting for a loop that will
+// never run.
+func TestFailedRunRefusesCalls(t *testing.T) {
+	w := newHandleWorker(t)
+	w.reg = failingLoad{}
+	if err := w.Run(context.Background()); err == nil {
+		t.Fatal("Run with a failing registry returned nil; want its error")
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.do(func() {}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrShuttingDown) {
+			t.Errorf("do after a failed Run: %v; want ErrShuttingDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("do after a failed Run blocked")
 	}
 }
