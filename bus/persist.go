@@ -23,6 +23,10 @@ type Registry interface {
 	// StoreHighWater is SetHighWater, waiting until it is stored. The
 	// worker calls it once before serving.
 	StoreHighWater(ctx context.Context, gen uint64) error
+	// StoreID replaces the registry's id and waits until it is stored. The
+	// worker calls it before serving when the stored id or high-water mark
+	// cannot be trusted.
+	StoreID(ctx context.Context, id string) error
 	// Counters returns the registry's write counters.
 	Counters() RegistryCounters
 	// Close writes what is pending, bounded by ctx, and stops.
@@ -39,6 +43,9 @@ type RegistryState struct {
 	Records   []coordinator.Record
 	// Skipped counts stored records that did not decode.
 	Skipped int
+	// Unreadable says why the stored id or high-water mark could not be
+	// read (empty when they could); the worker then starts a new id space.
+	Unreadable string
 }
 
 // RegistryCounters are a Registry's counters, read by Worker.Stats.

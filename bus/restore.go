@@ -2,6 +2,9 @@ package bus
 
 import (
 	"context"
+	"fmt"
+
+	"github.com/nats-io/nuid"
 
 	"github.com/idle-worker/idle-worker/coordinator"
 )
@@ -10,7 +13,16 @@ import (
 // registry's high-water mark, so ids are never reused after a crash.
 const generationBlock = 1 << 16
 
+// maxGeneration bounds the generations a registry may hold. A worker hands
+// out at most a few million a day; one near 2^64 can only be forged or
+// corrupt, and would make the next ids wrap.
+const maxGeneration = 1 << 62
+
 // restore loads the registry into the coordinator before the worker serves.
+// Stored data is the registry writer's word, and the bucket may have been
+// written by someone else: every record is checked (see checkRecords), a
+// bad id or high-water mark starts a new id space instead of risking an id
+// that was already sent.
 func (w *Worker) restore(ctx context.Context) error {
 	if w.reg == nil {
 		return nil
@@ -19,11 +31,22 @@ func (w *Worker) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if reason := checkIDSpace(st); reason != "" {
+		old := st.ID
+		st.ID, st.HighWater = nuid.Next(), 0
+		w.log.Error("registry id or high-water mark unusable; starting a new id space (re-sent events of draining backends get new ids)",
+			"reason", reason, "stored_id", truncate(old, 80), "new_id", st.ID)
+		if err := w.reg.StoreID(ctx, st.ID); err != nil {
+			return err
+		}
+	}
+	recs, skipped := w.checkRecords(st)
 	now := w.now()
 	restored := 0
-	for _, rec := range st.Records {
+	for _, rec := range recs {
 		if err := w.coord.Restore(rec, now); err != nil {
 			w.log.Warn("registry record not restored", "backend", rec.Key, "error", err)
+			skipped++
 			continue
 		}
 		restored++
@@ -37,10 +60,71 @@ func (w *Worker) restore(ctx context.Context) error {
 		return err
 	}
 	w.stats.restored.Store(int64(restored))
-	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped,
+	w.stats.restoreSkipped.Store(int64(st.Skipped + skipped))
+	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped+skipped,
 		"running", w.coord.Count(coordinator.Running), "draining", w.coord.Count(coordinator.Draining),
 		"quiesced", w.coord.Count(coordinator.Quiesced))
 	return nil
+}
+
+// checkIDSpace says why st's id or high-water mark cannot be used, or "".
+func checkIDSpace(st RegistryState) string {
+	if st.Unreadable != "" {
+		return st.Unreadable
+	}
+	if len(st.ID) == 0 || len(st.ID) > 64 {
+		return fmt.Sprintf("id of %d bytes", len(st.ID))
+	}
+	for i := 0; i < len(st.ID); i++ {
+		if !plain(st.ID[i]) || st.ID[i] == '-' {
+			return "id holds bytes outside [A-Za-z0-9_]"
+		}
+	}
+	if st.HighWater > maxGeneration {
+		return fmt.Sprintf("high-water mark %d beyond %d", st.HighWater, uint64(maxGeneration))
+	}
+	return ""
+}
+
+// checkRecords returns the records of st that are safe to restore and how
+// many it skipped. Generations must be unique, at most the high-water mark
+// (every generation handed out is), and far from wrapping: a record that
+// breaks this would reuse an event id already sent. A timeout above
+// MaxTimeout is clamped to it. Each kind of problem is logged once.
+func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
+	seen := make(map[uint64]struct{}, len(st.Records))
+	out := st.Records[:0]
+	skipped, clamped := 0, 0
+	logged := map[string]bool{}
+	skip := func(rec coordinator.Record, why string) {
+		skipped++
+		if !logged[why] {
+			logged[why] = true
+			w.log.Warn("skipping registry record", "backend", truncate(rec.Key, 200), "generation", rec.Generation, "reason", why)
+		}
+	}
+	for _, rec := range st.Records {
+		_, dup := seen[rec.Generation]
+		switch {
+		case rec.Generation == 0 || rec.Generation > maxGeneration:
+			skip(rec, "generation out of range")
+		case st.HighWater > 0 && rec.Generation > st.HighWater:
+			skip(rec, "generation above the high-water mark")
+		case dup:
+			skip(rec, "generation already used by another record")
+		default:
+			seen[rec.Generation] = struct{}{}
+			if rec.IdleTimeout > w.cfg.MaxTimeout {
+				rec.IdleTimeout = w.cfg.MaxTimeout
+				clamped++
+			}
+			out = append(out, rec)
+		}
+	}
+	if clamped > 0 {
+		w.log.Warn("registry records had timeouts above the maximum; clamped", "records", clamped, "max_timeout", w.cfg.MaxTimeout)
+	}
+	return out, skipped
 }
 
 // putRecord queues key's record for the registry.

@@ -59,8 +59,12 @@ type Stats struct {
 	Unacknowledged int64 `json:"unacknowledged"`
 	// Redeliveries counts quiesce events re-sent with the same id.
 	Redeliveries uint64 `json:"redeliveries"`
-	// Restored counts backends loaded from the registry at start.
-	Restored int64 `json:"restored"`
+	// Restored counts backends loaded from the registry at start;
+	// RestoreSkipped counts stored records it refused (undecodable, or
+	// unsafe: a generation out of range, above the high-water mark, or
+	// used twice).
+	Restored       int64 `json:"restored"`
+	RestoreSkipped int64 `json:"restore_skipped"`
 	// StreamFailures counts failed publishes or acknowledgements of quiesce
 	// events to the JetStream stream (each is retried); StreamAbandoned
 	// counts events left to redelivery after every retry failed.
@@ -76,21 +80,22 @@ type Stats struct {
 
 // counters are written by the worker loop and read by anyone.
 type counters struct {
-	heartbeats    atomic.Uint64
-	stateReports  atomic.Uint64
-	quiesces      [coordinator.NumReasons]atomic.Uint64
-	publishErrors atomic.Uint64
-	rejected      [numRejects]atomic.Uint64
-	dropped       atomic.Uint64 // folded in from closed subscriptions
-	droppedSeen   atomic.Uint64 // the most Stats has reported
-	running       atomic.Int64
-	draining      atomic.Int64
-	quiesced      atomic.Int64
-	unacked       atomic.Int64
-	redeliveries  atomic.Uint64
-	restored      atomic.Int64
-	outages       atomic.Uint64
-	outageNanos   atomic.Int64
+	heartbeats     atomic.Uint64
+	stateReports   atomic.Uint64
+	quiesces       [coordinator.NumReasons]atomic.Uint64
+	publishErrors  atomic.Uint64
+	rejected       [numRejects]atomic.Uint64
+	dropped        atomic.Uint64 // folded in from closed subscriptions
+	droppedSeen    atomic.Uint64 // the most Stats has reported
+	running        atomic.Int64
+	draining       atomic.Int64
+	quiesced       atomic.Int64
+	unacked        atomic.Int64
+	redeliveries   atomic.Uint64
+	restored       atomic.Int64
+	restoreSkipped atomic.Int64
+	outages        atomic.Uint64
+	outageNanos    atomic.Int64
 }
 
 // Stats returns a snapshot of the worker's counters. It is safe to call from
@@ -108,6 +113,7 @@ func (w *Worker) Stats() Stats {
 		Unacknowledged: w.stats.unacked.Load(),
 		Redeliveries:   w.stats.redeliveries.Load(),
 		Restored:       w.stats.restored.Load(),
+		RestoreSkipped: w.stats.restoreSkipped.Load(),
 		Outages:        w.stats.outages.Load(),
 		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
 	}

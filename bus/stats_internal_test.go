@@ -17,6 +17,7 @@ func (countingRegistry) Put(coordinator.Record)                       {}
 func (countingRegistry) Delete(string)                                {}
 func (countingRegistry) SetHighWater(uint64)                          {}
 func (countingRegistry) StoreHighWater(context.Context, uint64) error { return nil }
+func (countingRegistry) StoreID(context.Context, string) error        { return nil }
 func (countingRegistry) Close(context.Context) error                  { return nil }
 func (r countingRegistry) Counters() RegistryCounters                 { return r.c }
 

@@ -53,7 +53,8 @@ type Collector struct {
 	src Source
 	nc  *nats.Conn
 
-	backends, unacked, restored, connected            *prometheus.Desc
+	backends, unacked, restored, restoreSkipped       *prometheus.Desc
+	connected                                         *prometheus.Desc
 	heartbeats, stateReports, rejected, quiesces      *prometheus.Desc
 	redeliveries, dropped, publishErrors              *prometheus.Desc
 	streamFailures, streamAbandoned, registryFailures *prometheus.Desc
@@ -73,9 +74,10 @@ func NewCollector(src Source, nc *nats.Conn) *Collector {
 		backends:         d("backends", "Tracked backends by state (running, draining, quiesced).", "state"),
 		unacked:          d("unacknowledged_drains", "Draining backends that were sent a quiesce and have had no quiesced, removed or activity since: drains no broker has confirmed."),
 		restored:         d("restored_backends", "Backends loaded from the JetStream registry when the worker started."),
+		restoreSkipped:   d("registry_records_skipped", "Registry records refused when the worker started: undecodable, or unsafe (a generation out of range, above the high-water mark, or used twice)."),
 		heartbeats:       d("heartbeats_total", "Heartbeats applied."),
 		stateReports:     d("state_reports_total", "State reports (draining, quiesced, removed) applied."),
-		rejected:         d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request).", "reason"),
+		rejected:         d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request, bad_reply).", "reason"),
 		quiesces:         d("quiesces_total", "Quiesce events published, by reason (idle_timeout, maintenance, broker_shutdown); redeliveries included.", "reason"),
 		redeliveries:     d("redeliveries_total", "Quiesce events re-sent with the same id to a backend still draining."),
 		dropped:          d("dropped_messages_total", "Messages NATS dropped because the worker's queue was full (slow consumer)."),
@@ -103,7 +105,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // connection are described even without one, so the set of names does not
 // depend on the wiring.
 func (c *Collector) descs() []*prometheus.Desc {
-	return []*prometheus.Desc{c.backends, c.unacked, c.restored, c.heartbeats, c.stateReports, c.rejected,
+	return []*prometheus.Desc{c.backends, c.unacked, c.restored, c.restoreSkipped, c.heartbeats, c.stateReports, c.rejected,
 		c.quiesces, c.redeliveries, c.dropped, c.publishErrors, c.streamFailures, c.streamAbandoned,
 		c.registryFailures, c.outages, c.disconnected,
 		c.connected, c.reconnects, c.msgs, c.msgBytes}
@@ -124,6 +126,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.backends, float64(s.Quiesced), coordinator.Quiesced.String())
 	gauge(c.unacked, float64(s.Unacknowledged))
 	gauge(c.restored, float64(s.Restored))
+	gauge(c.restoreSkipped, float64(s.RestoreSkipped))
 	counter(c.heartbeats, float64(s.Heartbeats))
 	counter(c.stateReports, float64(s.StateReports))
 	for reason, n := range s.Rejected {

@@ -128,7 +128,7 @@ func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
 		case kvHighWaterKey:
 			hw, err := strconv.ParseUint(string(e.Value()), 10, 64)
 			if err != nil {
-				r.log.Warn("bad high-water mark in registry", "error", err)
+				st.Unreadable = "high-water mark is not a number"
 				continue
 			}
 			st.HighWater = hw
@@ -176,6 +176,14 @@ func (r *KVRegistry) Delete(key string) { r.queue(kvKey(key), nil) }
 // SetHighWater queues the generation high-water mark.
 func (r *KVRegistry) SetHighWater(gen uint64) {
 	r.queue(kvHighWaterKey, strconv.AppendUint(nil, gen, 10))
+}
+
+// StoreID replaces the registry id and waits until it is stored.
+func (r *KVRegistry) StoreID(ctx context.Context, id string) error {
+	if _, err := r.kv.Put(ctx, kvIDKey, []byte(id)); err != nil {
+		return fmt.Errorf("store: registry id: %w", err)
+	}
+	return nil
 }
 
 // StoreHighWater stores the generation high-water mark and waits for it.
