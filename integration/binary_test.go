@@ -88,6 +88,12 @@ type proc struct {
 // and prints its output when the test failed.
 func startBinary(t *testing.T, env map[string]string) *proc {
 	t.Helper()
+	return startBinaryArgs(t, env)
+}
+
+// startBinaryArgs is startBinary with command-line arguments.
+func startBinaryArgs(t *testing.T, env map[string]string, args ...string) *proc {
+	t.Helper()
 	if built.err != nil {
 		t.Fatalf("building idle-worker: %v\n%s", built.err, built.output)
 	}
@@ -104,7 +110,7 @@ func startBinary(t *testing.T, env map[string]string) *proc {
 	for k, v := range env {
 		vars[k] = v
 	}
-	cmd := exec.Command(built.path)
+	cmd := exec.Command(built.path, args...)
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -474,6 +480,164 @@ func TestBinaryUnreachableNATS(t *testing.T) {
 			}
 			if strings.Contains(stderr, "s3cret") {
 				t.Errorf("stderr %q: leaks the password of IDLE_NATS_URL", stderr)
+			}
+		})
+	}
+}
+
+// The arguments -h and -version, in their usual spellings, print the usage
+// or the version and exit 0 without starting anything, even with a bad
+// configuration; any other argument exits 2 and says so.
+func TestBinaryArgs(t *testing.T) {
+	t.Parallel()
+	// A wrongly started worker would fail on this URL, with status 1.
+	dead := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	usage := []string{"Usage: idle-worker", "IDLE_NATS_URL (default: empty)", "IDLE_EMBEDDED_LISTEN (default: 127.0.0.1:4222)",
+		"IDLE_HTTP_ADDR (default: 127.0.0.1:9464)", "IDLE_NATS_TLS_KEY (default: empty)", "JetStream KV bucket of the registry."}
+	version := []string{"idle-worker 0."}
+	tests := []struct {
+		name       string
+		args       []string
+		env        map[string]string
+		wantCode   int
+		wantStdout []string
+		wantStderr []string
+	}{
+		{name: "-h", args: []string{"-h"}, wantStdout: usage},
+		{name: "-help", args: []string{"-help"}, wantStdout: usage},
+		{name: "--help", args: []string{"--help"}, wantStdout: usage},
+		{name: "help", args: []string{"help"}, wantStdout: usage},
+		{name: "-h with a bad configuration", args: []string{"-h"}, env: map[string]string{"IDLE_LOG_LEVEL": "loud"}, wantStdout: usage},
+		{name: "-version", args: []string{"-version"}, wantStdout: version},
+		{name: "--version", args: []string{"--version"}, wantStdout: version},
+		{name: "version", args: []string{"version"}, wantStdout: version},
+		{name: "unknown word", args: []string{"foo"}, wantCode: 2,
+			wantStderr: []string{`idle-worker: unknown argument "foo"; see idle-worker -h`}},
+		{name: "unknown flag", args: []string{"-v"}, wantCode: 2, wantStderr: []string{`unknown argument "-v"`}},
+		{name: "two arguments", args: []string{"-h", "foo"}, wantCode: 2, wantStderr: []string{`unexpected argument "foo" after "-h"`, "see idle-worker -h"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			env := map[string]string{"IDLE_NATS_URL": dead}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			p := startBinaryArgs(t, env, tt.args...)
+			if code := p.exitCode(t, 10*time.Second); code != tt.wantCode {
+				t.Errorf("exit status: got %d; want %d", code, tt.wantCode)
+			}
+			stdout, stderr := p.stdout.String(), p.stderr.String()
+			for _, w := range tt.wantStdout {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("stdout: want it to contain %q; got:\n%s", w, stdout)
+				}
+			}
+			for _, w := range tt.wantStderr {
+				if !strings.Contains(stderr, w) {
+					t.Errorf("stderr: want it to contain %q; got:\n%s", w, stderr)
+				}
+			}
+			if tt.wantStderr == nil && stderr != "" {
+				t.Errorf("stderr: got %q; want nothing", stderr)
+			}
+			if tt.wantStdout == nil && stdout != "" {
+				t.Errorf("stdout: got %q; want nothing", stdout)
+			}
+		})
+	}
+}
+
+// binaryVersion returns the version the built binary reports.
+func binaryVersion(t *testing.T) string {
+	t.Helper()
+	p := startBinaryArgs(t, nil, "-version")
+	if code := p.exitCode(t, 10*time.Second); code != 0 {
+		t.Fatalf("idle-worker -version: exit status %d", code)
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(p.stdout.String()), "idle-worker ")
+	if !ok || v == "" {
+		t.Fatalf("idle-worker -version: got %q; want \"idle-worker <version>\"", p.stdout)
+	}
+	return v
+}
+
+// logLine returns the first line of log that contains msg, or "".
+func logLine(log, msg string) string {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, msg) {
+			return line
+		}
+	}
+	return ""
+}
+
+// The first log line names the version. With the embedded server's
+// temporary store, the worker warns at start that the store, and every
+// tracked backend with it, is thrown away at exit, and says at stop how
+// many backends it discards; with a store directory it says neither.
+func TestBinaryTempStoreWarnings(t *testing.T) {
+	t.Parallel()
+	version := binaryVersion(t)
+	const (
+		startMsg = "the JetStream store is a temporary directory"
+		stopMsg  = "discarding the tracked backends with the temporary JetStream store"
+	)
+	tests := []struct {
+		name     string
+		storeDir bool
+		persist  string
+		warns    bool
+	}{
+		{name: "temporary store", warns: true},
+		{name: "store directory", storeDir: true},
+		{name: "temporary store, persistence off", persist: "off"}, // it says "persistence off" instead
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			port := freePort(t)
+			env := map[string]string{
+				"IDLE_NATS_URL":        "",
+				"IDLE_EMBEDDED_LISTEN": fmt.Sprintf("127.0.0.1:%d", port),
+				"IDLE_HTTP_ADDR":       "",
+			}
+			if tt.storeDir {
+				env["IDLE_EMBEDDED_STORE_DIR"] = t.TempDir()
+			}
+			if tt.persist != "" {
+				env["IDLE_PERSIST"] = tt.persist
+			}
+			p := startBinary(t, env)
+			nc := connectTo(t, p, fmt.Sprintf("nats://127.0.0.1:%d", port))
+			waitServing(t, p, nc)
+			heartbeat(t, nc, "bin.tempstore", "") // the default timeout, 30s, keeps it tracked
+			p.signal(t, syscall.SIGTERM)
+			if code := p.exitCode(t, 10*time.Second); code != 0 {
+				t.Errorf("exit status after SIGTERM: got %d; want 0", code)
+			}
+			stderr := p.stderr.String()
+
+			first, _, _ := strings.Cut(stderr, "\n")
+			if want := ` level=INFO msg="idle-worker starting" version=` + version; !strings.HasSuffix(first, want) {
+				t.Errorf("first log line: got %q; want it to end with %q", first, want)
+			}
+			start, stop := logLine(stderr, startMsg), logLine(stderr, stopMsg)
+			if !tt.warns {
+				if start != "" || stop != "" {
+					t.Errorf("log: got %q and %q; want no warning about a temporary store", start, stop)
+				}
+				return
+			}
+			for _, w := range []string{"level=WARN", "IDLE_EMBEDDED_STORE_DIR", "store_dir=" + p.tmpDir} {
+				if !strings.Contains(start, w) {
+					t.Errorf("start warning: got %q; want it to contain %q", start, w)
+				}
+			}
+			for _, w := range []string{"level=WARN", "IDLE_EMBEDDED_STORE_DIR", "backends=1"} {
+				if !strings.Contains(stop, w) {
+					t.Errorf("stop warning: got %q; want it to contain %q", stop, w)
+				}
 			}
 		})
 	}

@@ -1,6 +1,7 @@
-// Package natsconn turns the authentication and TLS settings of a NATS client
-// into nats.go connect options, checking them first so that a bad setting is
-// reported as such before any connection is tried.
+// Package natsconn connects a NATS client: it turns authentication and TLS
+// settings into nats.go connect options, checking them first so that a bad
+// setting is reported as such before any connection is tried, and Dial makes
+// the long-lived, logged connection a service needs.
 //
 // A Config holds at most one authentication method: a .creds file (a user
 // JWT and its nkey seed, for servers in operator/JWT mode), an nkey seed
@@ -13,6 +14,14 @@
 //		return err // a *natsconn.Error naming the setting at fault
 //	}
 //	nc, err := nats.Connect(url, opts...)
+//
+// Dial connects once, bounded by a timeout, then reconnects for ever; it logs
+// the connection's life and explains a first connection that retrying will
+// not fix (a refused login, a failed TLS handshake):
+//
+//	nc, closed, err := natsconn.Dial(url, natsconn.DialConfig{
+//		Name: "idle-worker", Timeout: 5 * time.Second, PingInterval: 5 * time.Second, Security: cfg,
+//	}, logger)
 //
 // Secrets never reach an error, a log line or a formatted value: errors name
 // the setting and the file, never their contents; Password and Token are of

@@ -6,16 +6,15 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	neturl "net/url"
 	"os"
 	"reflect"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/embedded"
 	"github.com/idle-worker/idle-worker/natsconn"
 )
 
@@ -25,46 +24,46 @@ const envPrefix = "IDLE"
 // config is the service's whole configuration, read from the environment.
 // Keep the README's table in step with it.
 type config struct {
-	NATSURL             string        `envconfig:"NATS_URL"`
-	EmbeddedListen      string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222"`
-	EmbeddedStoreDir    string        `envconfig:"EMBEDDED_STORE_DIR"`
-	EmbeddedAllowRemote bool          `envconfig:"EMBEDDED_ALLOW_REMOTE" default:"false"`
-	SubjectPrefix       string        `envconfig:"SUBJECT_PREFIX" default:"idle"`
-	DefaultTimeout      time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s"`
-	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h"`
-	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000"`
-	MaxBody             int           `envconfig:"MAX_BODY" default:"4096"`
-	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536"`
-	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s"`
-	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s"`
-	Persist             string        `envconfig:"PERSIST" default:"auto"`
-	RegistryBucket      string        `envconfig:"REGISTRY_BUCKET" default:"idle_registry"`
-	QuiesceStream       string        `envconfig:"QUIESCE_STREAM" default:"IDLE_QUIESCE"`
-	StreamDuplicates    time.Duration `envconfig:"STREAM_DUPLICATES" default:"2m"`
-	StreamMaxAge        time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h"`
-	StreamMaxBytes      int64         `envconfig:"STREAM_MAX_BYTES" default:"1073741824"`
-	QuiesceRetry        time.Duration `envconfig:"QUIESCE_RETRY" default:"30s"`
-	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m"`
-	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s"`
-	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info"`
-	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text"`
+	NATSURL             string        `envconfig:"NATS_URL" desc:"NATS server URL(s), comma-separated. Empty: start an embedded nats-server with JetStream."`
+	EmbeddedListen      string        `envconfig:"EMBEDDED_LISTEN" default:"127.0.0.1:4222" desc:"host:port of the embedded server (port 0: random)."`
+	EmbeddedStoreDir    string        `envconfig:"EMBEDDED_STORE_DIR" desc:"JetStream store of the embedded server. Empty: a temporary dir, removed at exit with every tracked backend."`
+	EmbeddedAllowRemote bool          `envconfig:"EMBEDDED_ALLOW_REMOTE" default:"false" desc:"allow the embedded server (no authentication) to listen on a non-loopback address."`
+	SubjectPrefix       string        `envconfig:"SUBJECT_PREFIX" default:"idle" desc:"prefix P of every subject: one or more literal tokens."`
+	DefaultTimeout      time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s" desc:"idle timeout of heartbeats that name none; 0 clamps to 1 ms."`
+	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h" desc:"largest idle_timeout_ms a heartbeat may ask for."`
+	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000" desc:"most tracked backends; beyond it new keys are refused (0: no limit)."`
+	MaxBody             int           `envconfig:"MAX_BODY" default:"4096" desc:"largest heartbeat or state body, in bytes."`
+	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536" desc:"messages buffered between NATS and the worker loop; overflow is counted as dropped."`
+	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s" desc:"bound on the first connection to NATS; after it, the worker reconnects for ever."`
+	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s" desc:"client ping interval; a silent dead connection is noticed within 3 intervals. Keep it under a third of the shortest idle timeout."`
+	Persist             string        `envconfig:"PERSIST" default:"auto" desc:"auto: use JetStream (registry + quiesce stream) when the server has it, else warn and run in memory; on: refuse to start without it; off: memory only."`
+	RegistryBucket      string        `envconfig:"REGISTRY_BUCKET" default:"idle_registry" desc:"JetStream KV bucket of the registry."`
+	QuiesceStream       string        `envconfig:"QUIESCE_STREAM" default:"IDLE_QUIESCE" desc:"JetStream stream that stores quiesce events (subjects P.quiesce.>)."`
+	StreamDuplicates    time.Duration `envconfig:"STREAM_DUPLICATES" default:"2m" desc:"the stream's de-duplication window on Nats-Msg-Id."`
+	StreamMaxAge        time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h" desc:"how long the stream keeps events."`
+	StreamMaxBytes      int64         `envconfig:"STREAM_MAX_BYTES" default:"1073741824" desc:"the stream's size limit; the oldest events go first."`
+	QuiesceRetry        time.Duration `envconfig:"QUIESCE_RETRY" default:"30s" desc:"re-send a quiesce (same id) to a backend still draining after this long; 0 turns redelivery off."`
+	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m" desc:"cap of the redelivery backoff, which doubles per attempt."`
+	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s" desc:"bound on the whole graceful shutdown: draining subscriptions, flushing, closing the stream and registry (three quarters), then draining the connection."`
+	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
+	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json (log/slog)."`
 	// HTTPAddr is where /metrics, /healthz and /readyz are served; set
 	// but empty, nothing is. HTTPAddrSet says it was set explicitly: then
 	// the address must be free, while the default is best effort.
-	HTTPAddr    string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9464"`
+	HTTPAddr    string `envconfig:"HTTP_ADDR" default:"127.0.0.1:9464" desc:"host:port of /metrics, /healthz and /readyz; set but empty: no HTTP. An address set here must be free (else exit 1); if the default is taken, the worker logs an error and runs without HTTP."`
 	HTTPAddrSet bool   `ignored:"true"`
 
 	// Authentication (at most one method) and TLS of the connection to
 	// IDLE_NATS_URL. Secrets are of type natsconn.Secret, which never
 	// prints.
-	NATSCreds    string          `envconfig:"NATS_CREDS"`
-	NATSNKeySeed string          `envconfig:"NATS_NKEY_SEED"`
-	NATSUser     string          `envconfig:"NATS_USER"`
-	NATSPassword natsconn.Secret `envconfig:"NATS_PASSWORD"`
-	NATSToken    natsconn.Secret `envconfig:"NATS_TOKEN"`
-	NATSTLSCA    string          `envconfig:"NATS_TLS_CA"`
-	NATSTLSCert  string          `envconfig:"NATS_TLS_CERT"`
-	NATSTLSKey   string          `envconfig:"NATS_TLS_KEY"`
+	NATSCreds    string          `envconfig:"NATS_CREDS" desc:"a .creds file (user JWT and nkey seed) for a server in operator/JWT mode."`
+	NATSNKeySeed string          `envconfig:"NATS_NKEY_SEED" desc:"a file holding a user nkey seed (SU…)."`
+	NATSUser     string          `envconfig:"NATS_USER" desc:"user name; set with IDLE_NATS_PASSWORD or not at all."`
+	NATSPassword natsconn.Secret `envconfig:"NATS_PASSWORD" desc:"password; set with IDLE_NATS_USER or not at all."`
+	NATSToken    natsconn.Secret `envconfig:"NATS_TOKEN" desc:"an authentication token."`
+	NATSTLSCA    string          `envconfig:"NATS_TLS_CA" desc:"PEM file of the CA(s) that verify the server; turns TLS on. Empty: the system's roots (with a tls:// URL)."`
+	NATSTLSCert  string          `envconfig:"NATS_TLS_CERT" desc:"PEM client certificate, for mutual TLS; set with IDLE_NATS_TLS_KEY or not at all."`
+	NATSTLSKey   string          `envconfig:"NATS_TLS_KEY" desc:"PEM client key, for mutual TLS; set with IDLE_NATS_TLS_CERT or not at all."`
 }
 
 // natsConn returns the authentication and TLS settings of the connection.
@@ -78,6 +77,31 @@ func (c config) natsConn() natsconn.Config {
 		TLSCAFile:    c.NATSTLSCA,
 		TLSCertFile:  c.NATSTLSCert,
 		TLSKeyFile:   c.NATSTLSKey,
+	}
+}
+
+// dial returns how to connect to NATS: to IDLE_NATS_URL with its
+// authentication and TLS, or to the embedded server, which has neither.
+func (c config) dial() natsconn.DialConfig {
+	d := natsconn.DialConfig{
+		Name:         "idle-worker",
+		Timeout:      c.ConnectTimeout,
+		PingInterval: c.PingInterval,
+		SettingName:  func(s natsconn.Setting) string { return envPrefix + "_" + natsVars[s] },
+	}
+	if c.NATSURL != "" {
+		d.Security = c.natsConn()
+	}
+	return d
+}
+
+// embedded returns the embedded nats-server's configuration.
+func (c config) embedded(logger *slog.Logger) embedded.Config {
+	return embedded.Config{
+		Listen:      c.EmbeddedListen,
+		AllowRemote: c.EmbeddedAllowRemote,
+		StoreDir:    c.EmbeddedStoreDir,
+		Logger:      logger,
 	}
 }
 
@@ -175,7 +199,7 @@ func (c config) validate() error {
 		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
 			return bad("EMBEDDED_LISTEN", "port %q is not a number in 0..65535", port)
 		}
-		if !c.EmbeddedAllowRemote && !isLoopback(host) {
+		if !c.EmbeddedAllowRemote && !embedded.IsLoopback(host) {
 			return bad("EMBEDDED_LISTEN", "%q is not a loopback address; the embedded server has no authentication, so set IDLE_EMBEDDED_ALLOW_REMOTE=true to expose it anyway", host)
 		}
 	}
@@ -251,7 +275,7 @@ func (c config) validateNATS() error {
 	if err := nc.Validate(); err != nil {
 		return natsConnError(err)
 	}
-	if a := nc.Auth(); a != 0 && urlHasUser(c.NATSURL) {
+	if a := nc.Auth(); a != 0 && natsconn.URLHasUser(c.NATSURL) {
 		return bad("NATS_URL", "carries credentials and %s_%s is set too: choose one authentication method", envPrefix, natsVars[a])
 	}
 	return nil
@@ -279,34 +303,6 @@ func firstSet(c natsconn.Config) natsconn.Setting {
 	return 0
 }
 
-// urlHasUser reports whether any of the comma-separated URLs carries user
-// information (user:password@ or token@).
-func urlHasUser(urls string) bool {
-	for _, p := range strings.Split(urls, ",") {
-		u, err := parseNATSURL(p)
-		if err != nil {
-			if strings.Contains(p, "@") {
-				return true // cannot tell; assume credentials
-			}
-			continue
-		}
-		if u.User != nil {
-			return true
-		}
-	}
-	return false
-}
-
-// parseNATSURL parses one NATS server URL the way nats.go reads it: without
-// a scheme, "nats://" is implied (so "alice:secret@host:4222" has a user).
-func parseNATSURL(s string) (*neturl.URL, error) {
-	s = strings.TrimSpace(s)
-	if !strings.Contains(s, "://") {
-		s = "nats://" + s
-	}
-	return neturl.Parse(s)
-}
-
 // validName reports whether s is a JetStream stream or bucket name.
 func validName(s string) bool {
 	if s == "" || len(s) > 255 {
@@ -318,14 +314,6 @@ func validName(s string) bool {
 		}
 	}
 	return true
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func parseLevel(s string) (slog.Level, error) {

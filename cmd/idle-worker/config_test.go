@@ -1,15 +1,12 @@
 package main
 
 import (
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/natsconn/natsconntest"
 )
@@ -169,46 +166,5 @@ func TestLoadConfig(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestConnectHint(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		name string
-		err  error
-		want string // substring; "" for no hint
-	}{
-		{"authorization violation", fmt.Errorf("connect: %w", nats.ErrAuthorization), "login refused"},
-		{"authentication expired", nats.ErrAuthExpired, "login refused"},
-		{"unknown CA", x509.UnknownAuthorityError{}, "TLS failed"},
-		{"hostname mismatch", x509.HostnameError{Certificate: &x509.Certificate{}, Host: "127.0.0.1"}, "TLS failed"},
-		{"server requires TLS", nats.ErrSecureConnRequired, "TLS failed"},
-		{"remote TLS alert", errors.New("remote error: tls: certificate required"), "TLS failed"},
-		{"closed after the handshake", fmt.Errorf("%w: connection closed by remote after TLS handshake: EOF", nats.ErrTLS), "TLS failed"},
-		{"connection refused", errors.New("dial tcp 127.0.0.1:4222: connect: connection refused"), ""},
-		{"no servers", nats.ErrNoServers, ""},
-	}
-	for _, tt := range tests {
-		got := connectHint(tt.err)
-		if tt.want == "" && got != "" || !strings.Contains(got, tt.want) {
-			t.Errorf("%s: connectHint(%v): got %q; want %q", tt.name, tt.err, got, tt.want)
-		}
-	}
-}
-
-func TestRedact(t *testing.T) {
-	t.Parallel()
-	tests := []struct{ in, want string }{
-		{"nats://127.0.0.1:4222", "nats://127.0.0.1:4222"},
-		{"nats://u:hunter2@127.0.0.1:4222", "nats://redacted@127.0.0.1:4222"},
-		{"nats://s3cr3t@127.0.0.1:4222,tls://a:b@h:4443", "nats://redacted@127.0.0.1:4222,tls://redacted@h:4443"},
-		{"alice:s3cret@127.0.0.1:4222", "nats://redacted@127.0.0.1:4222"}, // nats.go implies nats://
-		{"127.0.0.1:4222", "nats://127.0.0.1:4222"},
-	}
-	for _, tt := range tests {
-		if got := redact(tt.in); got != tt.want {
-			t.Errorf("redact(%q): got %q; want %q", tt.in, got, tt.want)
-		}
 	}
 }

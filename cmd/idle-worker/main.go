@@ -1,15 +1,18 @@
 // Command idle-worker runs the idle-worker service: it watches backend
 // heartbeats on NATS and asks brokers to drain backends that went idle.
 //
-// It is configured entirely from IDLE_* environment variables (see the
-// README). With IDLE_NATS_URL empty it starts an embedded nats-server with
-// JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222), so it runs alone;
-// otherwise it connects there with the authentication and TLS of the
-// IDLE_NATS_* variables (package natsconn). It serves Prometheus metrics,
-// /healthz and /readyz on IDLE_HTTP_ADDR (127.0.0.1:9464; package metrics).
+// It takes no arguments but -h (usage and every variable) and -version, and
+// is configured entirely from IDLE_* environment variables (see the README,
+// or idle-worker -h). With IDLE_NATS_URL empty it starts an embedded
+// nats-server with JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222; package
+// embedded), so it runs alone; otherwise it connects there with the
+// authentication and TLS of the IDLE_NATS_* variables (package natsconn). It
+// serves Prometheus metrics, /healthz and /readyz on IDLE_HTTP_ADDR
+// (127.0.0.1:9464; package metrics).
 //
-// Exit status: 0 after a clean shutdown on SIGINT or SIGTERM, 1 when the
-// service fails, 2 when the configuration is bad.
+// Exit status: 0 after a clean shutdown on SIGINT or SIGTERM (or after -h or
+// -version), 1 when the service fails, 2 when the configuration or an
+// argument is bad.
 package main
 
 import (
@@ -21,11 +24,27 @@ import (
 	"syscall"
 )
 
-// version is the service version reported by the admin micro service. It
-// must be a semantic version; the Makefile may override it with -ldflags.
+// version is the service version reported by -version, the first log line
+// and the admin micro service. It must be a semantic version; the Makefile
+// may override it with -ldflags.
 var version = "0.1.0"
 
 func main() {
+	switch cmd, err := parseArgs(os.Args[1:]); {
+	case err != nil:
+		fmt.Fprintf(os.Stderr, "idle-worker: %v; see idle-worker -h\n", err)
+		os.Exit(2)
+	case cmd == help:
+		if err := usage(os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "idle-worker: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	case cmd == printVersion:
+		fmt.Printf("idle-worker %s\n", version)
+		return
+	}
+
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
