@@ -43,6 +43,14 @@ func newReplyFilter(prefixes []string, subj Subjects) (replyFilter, error) {
 	return f, nil
 }
 
+// CheckReplyPrefixes reports whether prefixes may be WorkerConfig's
+// ReplyPrefixes under subjects: non-empty literals that are not $-subjects
+// and do not overlap the worker's own prefix. Errors wrap ErrBadKey.
+func CheckReplyPrefixes(prefixes []string, subjects Subjects) error {
+	_, err := newReplyFilter(prefixes, subjects)
+	return err
+}
+
 // allow reports whether the worker may publish a reply on subject.
 func (f replyFilter) allow(subject string) bool {
 	if subject == "" || subject[0] == '$' || strings.HasPrefix(subject, f.own) {

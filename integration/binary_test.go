@@ -256,6 +256,8 @@ func TestBinaryBadConfig(t *testing.T) {
 		{"negative max backends", map[string]string{"IDLE_MAX_BACKENDS": "-1"}, "IDLE_MAX_BACKENDS"},
 		{"max backends not a number", map[string]string{"IDLE_MAX_BACKENDS": "many"}, "IDLE_MAX_BACKENDS"},
 		{"max body too small", map[string]string{"IDLE_MAX_BODY": "1"}, "IDLE_MAX_BODY"},
+		{"reply prefix on the registry", map[string]string{"IDLE_REPLY_PREFIXES": "_INBOX.,$KV."}, "IDLE_REPLY_PREFIXES"},
+		{"reply prefix under the own prefix", map[string]string{"IDLE_REPLY_PREFIXES": "idle.state."}, "IDLE_REPLY_PREFIXES"},
 		{"queue length not a number", map[string]string{"IDLE_QUEUE_LENGTH": "x"}, "IDLE_QUEUE_LENGTH"},
 		{"zero queue length", map[string]string{"IDLE_QUEUE_LENGTH": "0"}, "IDLE_QUEUE_LENGTH"},
 		{"zero connect timeout", map[string]string{"IDLE_CONNECT_TIMEOUT": "0s"}, "IDLE_CONNECT_TIMEOUT"},

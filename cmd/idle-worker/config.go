@@ -33,6 +33,7 @@ type config struct {
 	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h" desc:"largest idle_timeout_ms a heartbeat may ask for."`
 	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000" desc:"most tracked backends; beyond it new keys are refused (0: no limit)."`
 	MaxBody             int           `envconfig:"MAX_BODY" default:"4096" desc:"largest heartbeat or state body, in bytes."`
+	ReplyPrefixes       []string      `envconfig:"REPLY_PREFIXES" default:"_INBOX.,_INBOX_" desc:"comma-separated subject prefixes the worker answers requests on; it never answers on $-subjects or under its own prefix, whatever this says."`
 	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536" desc:"messages buffered between NATS and the worker loop; overflow is counted as dropped."`
 	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s" desc:"bound on the first connection to NATS; after it, the worker reconnects for ever."`
 	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s" desc:"client ping interval; a silent dead connection is noticed within 3 intervals. Keep it under a third of the shortest idle timeout."`
@@ -205,6 +206,9 @@ func (c config) validate() error {
 	}
 	if _, err := bus.NewSubjects(c.SubjectPrefix); err != nil || c.SubjectPrefix == "" {
 		return bad("SUBJECT_PREFIX", "%q is not one or more literal subject tokens", c.SubjectPrefix)
+	}
+	if err := bus.CheckReplyPrefixes(c.ReplyPrefixes, bus.MustSubjects(c.SubjectPrefix)); err != nil {
+		return bad("REPLY_PREFIXES", "%v", err)
 	}
 	switch {
 	case c.DefaultTimeout < 0:
