@@ -103,6 +103,91 @@ func dueKeys(ds []Due) []string {
 	return keys
 }
 
+// step is one call on a Coordinator. A subtest that needs a history builds
+// it from steps on its own fresh Coordinator, so that it runs alone and in
+// any order. Times are t0 plus an offset.
+type step func(tb testing.TB, c *Coordinator)
+
+func runSteps(tb testing.TB, c *Coordinator, steps []step) {
+	tb.Helper()
+	for _, s := range steps {
+		s(tb, c)
+	}
+}
+
+// stepMark is MarkActivity(key, t0+d) with the default timeout.
+func stepMark(key string, d time.Duration) step {
+	return func(tb testing.TB, c *Coordinator) {
+		tb.Helper()
+		if _, err := c.MarkActivity(key, t0.Add(d)); err != nil {
+			tb.Fatalf("MarkActivity(%q, t0+%v): got error %v; want nil", key, d, err)
+		}
+	}
+}
+
+// stepMarkTimeout is MarkActivityWithTimeout(key, t0+d, timeout).
+func stepMarkTimeout(key string, d, timeout time.Duration) step {
+	return func(tb testing.TB, c *Coordinator) {
+		tb.Helper()
+		mustMark(tb, c, key, t0.Add(d), timeout)
+	}
+}
+
+// stepDrain is MarkDraining(key) of a tracked key.
+func stepDrain(key string) step {
+	return func(tb testing.TB, c *Coordinator) {
+		tb.Helper()
+		if !c.MarkDraining(key) {
+			tb.Fatalf("MarkDraining(%q): got false; want true", key)
+		}
+	}
+}
+
+// stepQuiesced is MarkQuiesced(key) of a tracked key.
+func stepQuiesced(key string) step {
+	return func(tb testing.TB, c *Coordinator) {
+		tb.Helper()
+		if !c.MarkQuiesced(key) {
+			tb.Fatalf("MarkQuiesced(%q): got false; want true", key)
+		}
+	}
+}
+
+// stepForce is Quiesce(key, t0+d, Maintenance) of a Running key.
+func stepForce(key string, d time.Duration) step {
+	return func(tb testing.TB, c *Coordinator) {
+		tb.Helper()
+		if _, ok := c.Quiesce(key, t0.Add(d), Maintenance); !ok {
+			tb.Fatalf("Quiesce(%q, t0+%v): got false; want true", key, d)
+		}
+	}
+}
+
+// stepCollect is CollectDue(t0+d); its Dues are dropped.
+func stepCollect(d time.Duration) step {
+	return func(tb testing.TB, c *Coordinator) { c.CollectDue(t0.Add(d)) }
+}
+
+// stepRemove is Remove(key), tracked or not.
+func stepRemove(key string) step {
+	return func(tb testing.TB, c *Coordinator) { c.Remove(key) }
+}
+
+// churnA takes the tracked Running key "a" through every transition: refresh,
+// timeout change, drain, quiesce, rearm, collection, forced quiesce, remove
+// and re-add. It leaves "a" Running with the default timeout, last active at
+// t0, and has collected every backend that was Running at t0+1h.
+func churnA() []step {
+	return []step{
+		stepMark("a", time.Millisecond), stepMarkTimeout("a", 0, time.Minute),
+		stepDrain("a"), stepQuiesced("a"), stepMark("a", 0),
+		stepCollect(time.Hour), stepMark("a", 0),
+		stepForce("a", 0), stepMark("a", 0),
+		stepRemove("a"), stepMark("a", 0),
+		stepRemove("a"), stepMark("a", 0),
+	}
+}
+
 func TestDefaultPolicy(t *testing.T) {
 	p := DefaultPolicy()
 	if p.DefaultIdleTimeout != 30*time.Second {
@@ -539,41 +624,64 @@ func TestCollectDue(t *testing.T) {
 }
 
 // TestCollectDueOncePerRunningPeriod walks one backend through several
-// running periods.
+// running periods. Each case replays its walk from t0 on a fresh
+// Coordinator, checking every step, so it runs alone.
 func TestCollectDueOncePerRunningPeriod(t *testing.T) {
-	c := New(Policy{DefaultIdleTimeout: time.Second})
-	c.MarkActivity("a", t0)
-	var gens []uint64
-	tests := []struct {
-		name     string
-		activity bool // MarkActivity at now before collecting
+	type collect struct {
+		activity bool // MarkActivity at t0+at before collecting
 		at       time.Duration
 		wantDue  bool
+	}
+	var (
+		firstDue  = collect{at: time.Second, wantDue: true}
+		noSecond  = collect{at: 2 * time.Second}
+		muchLater = collect{at: time.Hour}
+		rearmed   = collect{activity: true, at: time.Hour}
+		secondDue = collect{at: time.Hour + time.Second, wantDue: true}
+		noneAgain = collect{at: time.Hour + 5*time.Second}
+	)
+	tests := []struct {
+		name  string
+		walk  []collect
+		nDues int // Dues of the whole walk; their generations must differ
 	}{
-		{name: "first period due", at: time.Second, wantDue: true},
-		{name: "no second Due", at: 2 * time.Second, wantDue: false},
-		{name: "still none much later", at: time.Hour, wantDue: false},
-		{name: "rearmed, not yet due", activity: true, at: time.Hour, wantDue: false},
-		{name: "second period due", at: time.Hour + time.Second, wantDue: true},
-		{name: "none again", at: time.Hour + 5*time.Second, wantDue: false},
+		{name: "first period due", walk: []collect{firstDue}, nDues: 1},
+		{name: "no second Due", walk: []collect{firstDue, noSecond}, nDues: 1},
+		{name: "still none much later", walk: []collect{firstDue, noSecond, muchLater}, nDues: 1},
+		{name: "rearmed, not yet due", walk: []collect{firstDue, noSecond, muchLater, rearmed}, nDues: 1},
+		{name: "second period due", walk: []collect{firstDue, noSecond, muchLater, rearmed, secondDue}, nDues: 2},
+		{name: "none again", walk: []collect{firstDue, noSecond, muchLater, rearmed, secondDue, noneAgain}, nDues: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			now := t0.Add(tt.at)
-			if tt.activity {
-				c.MarkActivity("a", now)
+			c := New(Policy{DefaultIdleTimeout: time.Second})
+			markDefault(t, c, "a", t0)
+			var gens []uint64
+			for i, st := range tt.walk {
+				now := t0.Add(st.at)
+				if st.activity {
+					markDefault(t, c, "a", now)
+				}
+				got := c.CollectDue(now)
+				if (len(got) == 1) != st.wantDue || len(got) > 1 {
+					t.Fatalf("step %d: CollectDue(t0+%v): got %v; want due %v", i, st.at, dueKeys(got), st.wantDue)
+				}
+				if st.wantDue {
+					gens = append(gens, got[0].Generation)
+				}
 			}
-			got := c.CollectDue(now)
-			if (len(got) == 1) != tt.wantDue || len(got) > 1 {
-				t.Fatalf("CollectDue: got %v; want due %v", dueKeys(got), tt.wantDue)
+			if len(gens) != tt.nDues {
+				t.Fatalf("Dues of the walk: got %d; want %d", len(gens), tt.nDues)
 			}
-			if tt.wantDue {
-				gens = append(gens, got[0].Generation)
+			seen := map[uint64]bool{}
+			for _, g := range gens {
+				if seen[g] {
+					t.Errorf("generations of the running periods: got %v; want all distinct", gens)
+				}
+				seen[g] = true
 			}
+			checkInvariants(t, c)
 		})
-	}
-	if len(gens) != 2 || gens[0] == gens[1] {
-		t.Errorf("generations of the two periods: got %v; want two distinct", gens)
 	}
 }
 
@@ -1050,73 +1158,113 @@ func TestQuiesceMatching(t *testing.T) {
 	}
 }
 
+// TestGeneration checks when a backend's generation changes: a fresh one
+// each time it becomes Running (first sight, rearm, re-add), never otherwise.
+// Each case builds its history on its own Coordinator.
 func TestGeneration(t *testing.T) {
-	c := New(Policy{DefaultIdleTimeout: time.Second})
-	seen := map[uint64]string{}
-	gen := func(key string) uint64 {
-		t.Helper()
-		b, ok := c.Get(key, t0)
-		if !ok {
-			t.Fatalf("Get(%q): untracked", key)
-		}
-		return b.Generation
-	}
-	fresh := func(step, key string) {
-		t.Helper()
-		g := gen(key)
-		if prev, dup := seen[g]; dup {
-			t.Fatalf("%s: got generation %d for %s; want a new one (already used by %s)", step, g, key, prev)
-		}
-		seen[g] = step
-	}
-	same := func(step, key string, want uint64) {
-		t.Helper()
-		if g := gen(key); g != want {
-			t.Fatalf("%s: got generation %d; want unchanged %d", step, g, want)
-		}
-	}
-	now := t0
 	tests := []struct {
-		name string
-		do   func()
-		key  string
-		want string // "fresh" or "same"
+		name  string
+		setup []step // on a fresh Coordinator with a 1 s default timeout
+		do    []step
+		key   string
+		fresh bool // want a generation unseen during setup; else key's generation unchanged by do
 	}{
-		{name: "first sight of a", do: func() { c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "first sight of b", do: func() { c.MarkActivity("b", now) }, key: "b", want: "fresh"},
-		{name: "refresh while running", do: func() { c.MarkActivity("a", now.Add(time.Millisecond)) }, key: "a", want: "same"},
-		{name: "timeout change while running", do: func() { c.MarkActivityWithTimeout("a", now, time.Minute) }, key: "a", want: "same"},
-		{name: "drain", do: func() { c.MarkDraining("a") }, key: "a", want: "same"},
-		{name: "quiesce", do: func() { c.MarkQuiesced("a") }, key: "a", want: "same"},
-		{name: "rearm", do: func() { c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "collected", do: func() { c.CollectDue(now.Add(time.Hour)) }, key: "a", want: "same"},
-		{name: "rearm after collect", do: func() { c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "forced", do: func() { c.Quiesce("a", now, Maintenance) }, key: "a", want: "same"},
-		{name: "rearm after force", do: func() { c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "removed and re-added", do: func() { c.Remove("a"); c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "removed and re-added again", do: func() { c.Remove("a"); c.MarkActivity("a", now) }, key: "a", want: "fresh"},
-		{name: "other key unaffected", do: func() {}, key: "b", want: "same"},
+		{name: "first sight of a", do: []step{stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "first sight of b", setup: []step{stepMark("a", 0)},
+			do: []step{stepMark("b", 0)}, key: "b", fresh: true},
+		{name: "refresh while running", setup: []step{stepMark("a", 0)},
+			do: []step{stepMark("a", time.Millisecond)}, key: "a"},
+		{name: "timeout change while running", setup: []step{stepMark("a", 0), stepMark("a", time.Millisecond)},
+			do: []step{stepMarkTimeout("a", 0, time.Minute)}, key: "a"},
+		{name: "drain", setup: []step{stepMark("a", 0)},
+			do: []step{stepDrain("a")}, key: "a"},
+		{name: "quiesce", setup: []step{stepMark("a", 0), stepDrain("a")},
+			do: []step{stepQuiesced("a")}, key: "a"},
+		{name: "rearm", setup: []step{stepMark("a", 0), stepDrain("a"), stepQuiesced("a")},
+			do: []step{stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "collected", setup: []step{stepMark("a", 0), stepMark("b", 0)},
+			do: []step{stepCollect(time.Hour)}, key: "a"},
+		{name: "rearm after collect", setup: []step{stepMark("a", 0), stepCollect(time.Hour)},
+			do: []step{stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "forced", setup: []step{stepMark("a", 0)},
+			do: []step{stepForce("a", 0)}, key: "a"},
+		{name: "rearm after force", setup: []step{stepMark("a", 0), stepForce("a", 0)},
+			do: []step{stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "removed and re-added", setup: []step{stepMark("a", 0)},
+			do: []step{stepRemove("a"), stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "removed and re-added again", setup: []step{stepMark("a", 0), stepRemove("a"), stepMark("a", 0)},
+			do: []step{stepRemove("a"), stepMark("a", 0)}, key: "a", fresh: true},
+		{name: "other key unaffected", setup: []step{stepMark("a", 0), stepMark("b", 0)},
+			do: churnA(), key: "b"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var before uint64
-			if _, ok := c.Get(tt.key, t0); ok {
-				before = gen(tt.key)
+			c := New(Policy{DefaultIdleTimeout: time.Second})
+			// seen maps every generation any backend had during setup to
+			// its key.
+			seen := map[uint64]string{}
+			for _, s := range tt.setup {
+				s(t, c)
+				bs, _ := c.List(t0, nil, 0)
+				for _, b := range bs {
+					seen[b.Generation] = b.Key
+				}
 			}
-			tt.do()
-			switch tt.want {
-			case "fresh":
-				fresh(tt.name, tt.key)
-			case "same":
-				same(tt.name, tt.key, before)
+			before, tracked := c.Get(tt.key, t0)
+			if !tt.fresh && !tracked {
+				t.Fatalf("Get(%q) before: untracked; want tracked", tt.key)
 			}
+			runSteps(t, c, tt.do)
+			b, ok := c.Get(tt.key, t0)
+			if !ok {
+				t.Fatalf("Get(%q): untracked; want tracked", tt.key)
+			}
+			switch {
+			case tt.fresh:
+				if prev, dup := seen[b.Generation]; dup {
+					t.Fatalf("got generation %d for %s; want a new one (already used by %s)", b.Generation, tt.key, prev)
+				}
+			case b.Generation != before.Generation:
+				t.Fatalf("got generation %d; want unchanged %d", b.Generation, before.Generation)
+			}
+			checkInvariants(t, c)
 		})
 	}
-	// A Due carries the generation of the running period that ended.
-	g := gen("a")
-	due := c.CollectDue(now.Add(time.Hour)) // b was collected earlier
-	if len(due) != 1 || due[0].Key != "a" || due[0].Generation != g {
-		t.Fatalf("CollectDue: got %+v; want a with Generation %d", due, g)
+}
+
+// TestDueGeneration checks that a Due carries the generation of the running
+// period that ended.
+func TestDueGeneration(t *testing.T) {
+	tests := []struct {
+		name  string
+		setup []step // on a fresh Coordinator with a 1 s default timeout
+		at    time.Duration
+		key   string // the one Due of CollectDue(t0+at)
+	}{
+		{name: "first period", setup: []step{stepMark("a", 0)}, at: time.Hour, key: "a"},
+		{name: "after rearm", setup: []step{stepMark("a", 0), stepCollect(time.Second), stepMark("a", time.Minute)},
+			at: time.Hour, key: "a"},
+		// "b" was collected during the churn, so only "a" is due.
+		{name: "after every transition", setup: append([]step{stepMark("a", 0), stepMark("b", 0)}, churnA()...),
+			at: time.Hour, key: "a"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(Policy{DefaultIdleTimeout: time.Second})
+			runSteps(t, c, tt.setup)
+			b, ok := c.Get(tt.key, t0)
+			if !ok {
+				t.Fatalf("Get(%q): untracked; want tracked", tt.key)
+			}
+			due := c.CollectDue(t0.Add(tt.at))
+			if len(due) != 1 || due[0].Key != tt.key || due[0].Generation != b.Generation {
+				t.Fatalf("CollectDue: got %+v; want %s with Generation %d", due, tt.key, b.Generation)
+			}
+			if after, _ := c.Get(tt.key, t0); after.Generation != b.Generation {
+				t.Errorf("generation after the Due: got %d; want unchanged %d", after.Generation, b.Generation)
+			}
+			checkInvariants(t, c)
+		})
 	}
 }
 
@@ -1171,30 +1319,40 @@ func TestList(t *testing.T) {
 	}
 }
 
+// TestCount checks the per-state counts and Len. Each case builds its
+// history on its own Coordinator.
 func TestCount(t *testing.T) {
-	c := New(Policy{DefaultIdleTimeout: time.Second})
 	tests := []struct {
-		name string
-		do   func()
-		want [Quiesced + 1]int // indexed by State
+		name  string
+		steps []step            // on a fresh Coordinator with a 1 s default timeout
+		want  [Quiesced + 1]int // indexed by State
 	}{
-		{name: "empty", do: func() {}, want: [4]int{}},
-		{name: "three running", do: func() {
-			for _, k := range []string{"a", "b", "c"} {
-				c.MarkActivity(k, t0)
-			}
-		}, want: [4]int{Running: 3}},
-		{name: "one draining", do: func() { c.MarkDraining("a") }, want: [4]int{Running: 2, Draining: 1}},
-		{name: "draining to quiesced", do: func() { c.MarkQuiesced("a") }, want: [4]int{Running: 2, Quiesced: 1}},
-		{name: "collected", do: func() { c.CollectDue(t0.Add(time.Second)) }, want: [4]int{Draining: 2, Quiesced: 1}},
-		{name: "rearm one", do: func() { c.MarkActivity("b", t0) }, want: [4]int{Running: 1, Draining: 1, Quiesced: 1}},
-		{name: "remove quiesced", do: func() { c.Remove("a") }, want: [4]int{Running: 1, Draining: 1}},
-		{name: "remove untracked", do: func() { c.Remove("zz") }, want: [4]int{Running: 1, Draining: 1}},
-		{name: "remove all", do: func() { c.Remove("b"); c.Remove("c") }, want: [4]int{}},
+		{name: "empty", want: [4]int{}},
+		{name: "three running", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0)},
+			want: [4]int{Running: 3}},
+		{name: "one draining", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a")}, want: [4]int{Running: 2, Draining: 1}},
+		{name: "draining to quiesced", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a")}, want: [4]int{Running: 2, Quiesced: 1}},
+		{name: "collected", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second)}, want: [4]int{Draining: 2, Quiesced: 1}},
+		{name: "rearm one", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0)},
+			want: [4]int{Running: 1, Draining: 1, Quiesced: 1}},
+		{name: "remove quiesced", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a")},
+			want: [4]int{Running: 1, Draining: 1}},
+		{name: "remove untracked", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
+			stepRemove("zz")}, want: [4]int{Running: 1, Draining: 1}},
+		{name: "remove all", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
+			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
+			stepRemove("zz"), stepRemove("b"), stepRemove("c")}, want: [4]int{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tt.do()
+			c := New(Policy{DefaultIdleTimeout: time.Second})
+			runSteps(t, c, tt.steps)
 			total := 0
 			for s := Running; s <= Quiesced; s++ {
 				total += tt.want[s]
