@@ -22,7 +22,7 @@ func (w *Worker) addService() (micro.Service, error) {
 	}
 	g := svc.AddGroup(w.subj.AdminGroup())
 	for name, h := range map[string]micro.HandlerFunc{
-		"list": w.adminList, "quiesce": w.adminQuiesce, "get": w.adminGet,
+		"list": w.adminList, "quiesce": w.adminQuiesce, "get": w.adminGet, "forget": w.adminForget,
 	} {
 		if err := g.AddEndpoint(name, h); err != nil {
 			_ = svc.Stop()
@@ -143,18 +143,13 @@ func (w *Worker) adminQuiesce(req micro.Request) {
 	var n int
 	err = w.do(func() {
 		now := w.now()
-		var due []coordinator.Due
 		if pat.Literal() {
-			if d, ok := w.coord.Quiesce(pat.String(), now, reason); ok {
-				due = append(due, d)
+			if w.coord.Force(pat.String(), now, reason) {
+				n = 1
 			}
 		} else {
-			due = w.coord.QuiesceMatching(now, reason, pat.Match)
+			n = w.coord.ForceMatching(now, reason, pat.Match)
 		}
-		for _, d := range due {
-			w.emit(d, now)
-		}
-		n = len(due)
 		if n > 0 {
 			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
 		}
@@ -164,4 +159,40 @@ func (w *Worker) adminQuiesce(req micro.Request) {
 		return
 	}
 	w.adminReply(req, QuiesceReply{OK: true, Quiesced: n})
+}
+
+// adminForget stops tracking the backends matching a key or pattern, in any
+// state, as if their brokers had reported them removed.
+func (w *Worker) adminForget(req micro.Request) {
+	pat, err := ParseForgetRequest(req.Data())
+	if err != nil {
+		w.adminError(req, "400", rejectBadRequest, err)
+		return
+	}
+	var n int
+	err = w.do(func() {
+		var keys []string
+		if pat.Literal() {
+			if w.coord.Remove(pat.String()) {
+				keys = []string{pat.String()}
+			}
+		} else {
+			keys = w.coord.RemoveMatching(pat.Match)
+		}
+		for _, k := range keys {
+			if w.reg != nil {
+				w.reg.Delete(k)
+			}
+		}
+		n = len(keys)
+		w.stats.forgotten.Add(uint64(n))
+		if n > 0 {
+			w.log.Info("forgot backends", "match", pat.String(), "forgotten", n)
+		}
+	})
+	if err != nil {
+		w.adminError(req, "503", -1, err)
+		return
+	}
+	w.adminReply(req, ForgetReply{OK: true, Forgotten: n})
 }

@@ -10,6 +10,7 @@
 //	P.quiesce.K    worker → brokers    a QuiesceEvent, header Nats-Msg-Id
 //	P.admin.list   operators, request  list tracked backends
 //	P.admin.quiesce operators, request force a drain by key or pattern
+//	P.admin.forget operators, request  stop tracking backends by key or pattern
 //	P.admin.get    operators, request  one backend
 //
 // K, the backend key, is the rest of the subject: see ValidateKey for its

@@ -11,7 +11,17 @@ import (
 	"github.com/idle-worker/idle-worker/coordinator"
 )
 
-// rearm points the single timer at the coordinator's next deadline.
+// maxFireBatch bounds the backends one timer firing handles, so that a mass
+// deadline does not hold heartbeats back: the loop takes the messages that
+// arrived meanwhile between batches.
+const maxFireBatch = 1024
+
+// heldRecount is how often, at most, the worker counts the backends that are
+// due but held back by IDLE_QUIESCE_RATE.
+const heldRecount = 100 * time.Millisecond
+
+// rearm points the single timer at the coordinator's next deadline, or later
+// when the event budget is spent.
 func (w *Worker) rearm() {
 	if w.paused {
 		return
@@ -24,6 +34,9 @@ func (w *Worker) rearm() {
 		}
 		return
 	}
+	if next := w.pace.next(); next.After(dl) {
+		dl = next
+	}
 	if w.armed && dl.Equal(w.armedAt) {
 		return
 	}
@@ -31,17 +44,60 @@ func (w *Worker) rearm() {
 	w.armed, w.armedAt = true, dl
 }
 
-// fire publishes a quiesce for every backend due now.
+// fire publishes a quiesce for the backends due now, in deadline order, as
+// many as the event budget and one batch allow, and forgets those left
+// untouched for IDLE_FORGET_AFTER. The rest stay due: rearm fires again.
 func (w *Worker) fire() {
 	if w.paused {
 		return
 	}
 	now := w.now()
-	w.due = w.coord.AppendDue(w.due[:0], now)
-	for _, d := range w.due {
-		w.emit(d, now)
+	n := min(w.pace.available(now), maxFireBatch)
+	if n > 0 {
+		w.due = w.coord.AppendDueN(w.due[:0], now, n)
+		sent := 0
+		for _, d := range w.due {
+			if d.Forgotten {
+				w.forgotten(d)
+				continue
+			}
+			w.emit(d, now)
+			sent++
+		}
+		w.pace.spend(sent)
+		clear(w.due) // keep no key alive
 	}
-	clear(w.due) // keep no key alive
+	w.countHeld(now)
+}
+
+// countHeld refreshes the gauge of backends due but held back by the event
+// budget: zero when nothing is due any more, else a count at most every
+// heldRecount.
+func (w *Worker) countHeld(now time.Time) {
+	if !w.pace.limited() {
+		return
+	}
+	next, pending := w.coord.NextDeadline()
+	switch {
+	case !pending || next.After(now):
+		w.stats.held.Store(0)
+	case now.Sub(w.heldAt) >= heldRecount:
+		w.heldAt = now
+		w.stats.held.Store(int64(w.coord.DueCount(now)))
+	}
+}
+
+// forgotten records that the model forgot a backend left untouched for
+// IDLE_FORGET_AFTER, as if its broker had reported it removed.
+func (w *Worker) forgotten(d coordinator.Due) {
+	if w.reg != nil {
+		w.reg.Delete(d.Key)
+	}
+	w.stats.forgotten.Add(1)
+	w.summary.forgotten++
+	if w.log.Enabled(context.Background(), slog.LevelDebug) {
+		w.log.Debug("forgot backend", "backend", d.Key, "idle_for", d.IdleFor)
+	}
 }
 
 // eventID names one emission: the worker's incarnation and the running
@@ -125,6 +181,7 @@ type quiesceSummary struct {
 	logger       *slog.Logger
 	first        [coordinator.NumReasons]uint64 // first emissions by reason
 	redeliveries uint64
+	forgotten    uint64
 }
 
 func (s *quiesceSummary) add(d coordinator.Due) {
@@ -138,8 +195,8 @@ func (s *quiesceSummary) add(d coordinator.Due) {
 // flush logs what was counted over the last interval, if anything, and
 // starts again. interval is only reported (zero: at shutdown).
 func (s *quiesceSummary) flush(interval time.Duration) {
-	total := s.redeliveries
-	attrs := make([]any, 0, 2*coordinator.NumReasons+4)
+	total := s.redeliveries + s.forgotten
+	attrs := make([]any, 0, 2*coordinator.NumReasons+6)
 	for _, r := range coordinator.Reasons() {
 		total += s.first[r]
 		attrs = append(attrs, r.String(), s.first[r])
@@ -147,7 +204,7 @@ func (s *quiesceSummary) flush(interval time.Duration) {
 	if total == 0 {
 		return
 	}
-	attrs = append(attrs, "redeliveries", s.redeliveries)
+	attrs = append(attrs, "redeliveries", s.redeliveries, "forgotten", s.forgotten)
 	if interval > 0 {
 		attrs = append(attrs, "interval", interval)
 	}

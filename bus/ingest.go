@@ -61,7 +61,7 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 	}
 	ch, err := w.coord.MarkActivityWithTimeout(key, w.now(), timeout)
 	if err != nil {
-		w.reject(m, rejectFull, fmt.Errorf("bus: %w: %d backends tracked", err, w.coord.Len()))
+		w.reject(m, rejectFull, fmt.Errorf("bus: %w (%d backends tracked in all)", err, w.coord.Len()))
 		return
 	}
 	if ch != 0 && w.reg != nil {
@@ -85,24 +85,27 @@ func (w *Worker) onState(key string, m *nats.Msg) {
 		w.reject(m, rejectBadPayload, err)
 		return
 	}
-	var known bool
-	switch rep.State {
-	case StateDraining:
-		known = w.coord.MarkDraining(key)
-	case StateQuiesced:
-		known = w.coord.MarkQuiesced(key)
-	case StateRemoved:
-		known = w.coord.Remove(key)
-	}
+	before, known := w.coord.State(key)
 	if !known {
 		w.reject(m, rejectUnknownBackend, unknownBackend(key))
 		return
 	}
+	now := w.now()
+	switch rep.State {
+	case StateDraining:
+		w.coord.MarkDraining(key, now)
+	case StateQuiesced:
+		w.coord.MarkQuiesced(key, now)
+	case StateRemoved:
+		w.coord.Remove(key)
+	}
 	w.stats.stateReports.Add(1)
+	// The registry changes on transitions only: a broker repeating its
+	// report costs no write.
 	if w.reg != nil {
-		if rep.State == StateRemoved {
+		if after, tracked := w.coord.State(key); !tracked {
 			w.reg.Delete(key)
-		} else {
+		} else if after != before {
 			w.putRecord(key)
 		}
 	}

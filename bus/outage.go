@@ -52,7 +52,7 @@ func (w *Worker) onStatus(first nats.Status) error {
 	if w.paused && w.nc.IsConnected() {
 		outage := now.Sub(w.pausedAt)
 		w.paused = false
-		w.coord.Extend(outage)
+		w.coord.Extend(outage, now)
 		w.stats.outages.Add(1)
 		w.stats.outageNanos.Add(int64(outage))
 		w.log.Warn("NATS connection back; deadlines extended by the outage", "outage", outage.Round(time.Millisecond))

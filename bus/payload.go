@@ -167,8 +167,23 @@ type QuiesceRequest struct {
 // QuiesceReply answers P.admin.quiesce.
 type QuiesceReply struct {
 	OK bool `json:"ok"`
-	// Quiesced counts the running backends that were sent a quiesce.
+	// Quiesced counts the running backends the request drains: each is sent
+	// a quiesce, in order, as fast as the worker's event budget allows
+	// (IDLE_QUIESCE_RATE; at once without one), unless it was already due.
 	Quiesced int `json:"quiesced"`
+}
+
+// ForgetRequest is the body of a P.admin.forget request.
+type ForgetRequest struct {
+	// Match is a key or a pattern ("*" one token, ">" the rest).
+	Match string `json:"match"`
+}
+
+// ForgetReply answers P.admin.forget.
+type ForgetReply struct {
+	OK bool `json:"ok"`
+	// Forgotten counts the backends, in any state, no longer tracked.
+	Forgotten int `json:"forgotten"`
 }
 
 // GetRequest is the body of a P.admin.get request.
@@ -250,6 +265,19 @@ func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
 		return Pattern{}, 0, fmt.Errorf("%w: reason %q not allowed (want maintenance or broker_shutdown)", ErrBadPayload, r.Reason)
 	}
 	return p, reason, nil
+}
+
+// ParseForgetRequest decodes a P.admin.forget body. Errors wrap
+// ErrBadPayload or ErrBadKey.
+func ParseForgetRequest(body []byte) (Pattern, error) {
+	var r ForgetRequest
+	if err := decodeObject(body, "forget request", member{"match", &r.Match}); err != nil {
+		return Pattern{}, err
+	}
+	if r.Match == "" {
+		return Pattern{}, fmt.Errorf("%w: forget request needs \"match\"", ErrBadPayload)
+	}
+	return ParsePattern(r.Match)
 }
 
 // ParseGetRequest decodes a P.admin.get body: {"key": K}. Errors wrap

@@ -73,6 +73,13 @@ type Stats struct {
 	// RegistryWriteFailures counts registry writes that failed (each is
 	// retried until it is stored or superseded).
 	RegistryWriteFailures uint64 `json:"registry_write_failures"`
+	// Forgotten counts backends forgotten: left draining or quiesced with
+	// no activity or report for IDLE_FORGET_AFTER, or forgotten by an
+	// operator (P.admin.forget).
+	Forgotten uint64 `json:"forgotten"`
+	// HeldBack counts backends due whose quiesce waits for the event budget
+	// (IDLE_QUIESCE_RATE); it may include a few refreshed since.
+	HeldBack int64 `json:"held_back"`
 	// Outages counts NATS disconnections; OutageSeconds sums their length.
 	Outages       uint64  `json:"outages"`
 	OutageSeconds float64 `json:"outage_seconds"`
@@ -94,6 +101,8 @@ type counters struct {
 	redeliveries   atomic.Uint64
 	restored       atomic.Int64
 	restoreSkipped atomic.Int64
+	forgotten      atomic.Uint64
+	held           atomic.Int64
 	outages        atomic.Uint64
 	outageNanos    atomic.Int64
 }
@@ -114,6 +123,8 @@ func (w *Worker) Stats() Stats {
 		Redeliveries:   w.stats.redeliveries.Load(),
 		Restored:       w.stats.restored.Load(),
 		RestoreSkipped: w.stats.restoreSkipped.Load(),
+		Forgotten:      w.stats.forgotten.Load(),
+		HeldBack:       w.stats.held.Load(),
 		Outages:        w.stats.outages.Load(),
 		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
 	}

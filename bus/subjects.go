@@ -68,6 +68,9 @@ func (s Subjects) AdminList() string { return s.prefix + ".admin.list" }
 // AdminQuiesce returns P.admin.quiesce.
 func (s Subjects) AdminQuiesce() string { return s.prefix + ".admin.quiesce" }
 
+// AdminForget returns P.admin.forget.
+func (s Subjects) AdminForget() string { return s.prefix + ".admin.forget" }
+
 // AdminGet returns P.admin.get.
 func (s Subjects) AdminGet() string { return s.prefix + ".admin.get" }
 

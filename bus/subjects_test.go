@@ -81,6 +81,7 @@ func TestSubjectBuilders(t *testing.T) {
 		{"AdminList", idle.AdminList(), "idle.admin.list"},
 		{"AdminGet", idle.AdminGet(), "idle.admin.get"},
 		{"AdminQuiesce", idle.AdminQuiesce(), "idle.admin.quiesce"},
+		{"AdminForget", idle.AdminForget(), "idle.admin.forget"},
 		{"AdminGroup", idle.AdminGroup(), "idle.admin"},
 		{"Activity two-token prefix", acme.Activity("k"), "acme.idle.activity.k"},
 		{"State two-token prefix", acme.State("k"), "acme.idle.state.k"},
@@ -227,6 +228,7 @@ func builtSubjects(t *testing.T, s bus.Subjects) []string {
 		generic(s.AdminList()),
 		generic(s.AdminGet()),
 		generic(s.AdminQuiesce()),
+		generic(s.AdminForget()),
 	}
 }
 

@@ -56,6 +56,11 @@ type WorkerConfig struct {
 	// subject is applied as usual but not answered, and counted as rejected
 	// (bad_reply).
 	ReplyPrefixes []string
+	// QuiesceRate bounds the quiesce events published per second (0: no
+	// bound). When more backends are due, they go out in deadline order as
+	// fast as the rate allows, never early; forced drains and re-sends share
+	// the budget. Stats.HeldBack counts those waiting.
+	QuiesceRate int
 	// Version is the admin service's semantic version (default "0.0.0").
 	Version string
 	// Logger receives the worker's logs (default: discard).
@@ -118,6 +123,8 @@ type Worker struct {
 	stats    counters // atomic: read by any goroutine
 	rl       rateLog
 	summary  quiesceSummary
+	pace     pacer
+	heldAt   time.Time // when the held-back gauge was last counted
 	replies  replyFilter
 	buf      []byte            // scratch for replies
 	due      []coordinator.Due // scratch for AppendDue
@@ -195,6 +202,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		stopping: make(chan struct{}),
 		rl:       rateLog{logger: log, interval: time.Second},
 		summary:  quiesceSummary{logger: log},
+		pace:     newPacer(cfg.QuiesceRate),
 		replies:  replies,
 		reg:      cfg.Registry,
 		pub:      cfg.Publisher,

@@ -496,7 +496,7 @@ func statsDiff(a, b bus.Stats) map[string]int64 {
 	for _, r := range []string{"idle_timeout", "maintenance", "broker_shutdown"} {
 		add("quiesces."+r, a.Quiesces[r], b.Quiesces[r])
 	}
-	for _, r := range []string{"bad_key", "bad_payload", "timeout_too_large", "unknown_backend", "backend_limit", "bad_admin_request"} {
+	for _, r := range []string{"bad_key", "bad_payload", "timeout_too_large", "unknown_backend", "backend_limit", "bad_admin_request", "bad_reply"} {
 		add("rejected."+r, a.Rejected[r], b.Rejected[r])
 	}
 	return d

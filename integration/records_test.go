@@ -87,7 +87,7 @@ func TestHandWrittenRecords(t *testing.T) {
 					t.Errorf("restored %v; want %v", keys, tt.wantKeys)
 				}
 			}
-			if b, ok := adminGet(t, nc, "hw.long"); ok && b.IdleTimeoutMS != (24 * time.Hour).Milliseconds() {
+			if b, ok := adminGet(t, nc, "hw.long"); ok && b.IdleTimeoutMS != (24*time.Hour).Milliseconds() {
 				t.Errorf("hw.long restored with timeout %d ms; want it clamped to 24h", b.IdleTimeoutMS)
 			}
 

@@ -57,6 +57,7 @@ type Collector struct {
 	connected                                         *prometheus.Desc
 	heartbeats, stateReports, rejected, quiesces      *prometheus.Desc
 	redeliveries, dropped, publishErrors              *prometheus.Desc
+	forgotten, heldBack                               *prometheus.Desc
 	streamFailures, streamAbandoned, registryFailures *prometheus.Desc
 	outages, disconnected, reconnects, msgs, msgBytes *prometheus.Desc
 }
@@ -80,6 +81,8 @@ func NewCollector(src Source, nc *nats.Conn) *Collector {
 		rejected:         d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request, bad_reply).", "reason"),
 		quiesces:         d("quiesces_total", "Quiesce events published, by reason (idle_timeout, maintenance, broker_shutdown); redeliveries included.", "reason"),
 		redeliveries:     d("redeliveries_total", "Quiesce events re-sent with the same id to a backend still draining."),
+		forgotten:        d("forgotten_total", "Backends forgotten: left draining or quiesced with no activity or state report for IDLE_FORGET_AFTER, or forgotten by an operator."),
+		heldBack:         d("held_back_drains", "Backends due whose quiesce waits for the event budget (IDLE_QUIESCE_RATE)."),
 		dropped:          d("dropped_messages_total", "Messages NATS dropped because the worker's queue was full (slow consumer)."),
 		publishErrors:    d("publish_errors_total", "Quiesce events and replies the NATS connection refused to publish."),
 		streamFailures:   d("stream_publish_failures_total", "Failed publishes or acknowledgements of quiesce events to the JetStream stream; each is retried."),
@@ -106,7 +109,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // depend on the wiring.
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.backends, c.unacked, c.restored, c.restoreSkipped, c.heartbeats, c.stateReports, c.rejected,
-		c.quiesces, c.redeliveries, c.dropped, c.publishErrors, c.streamFailures, c.streamAbandoned,
+		c.quiesces, c.redeliveries, c.forgotten, c.heldBack, c.dropped, c.publishErrors, c.streamFailures, c.streamAbandoned,
 		c.registryFailures, c.outages, c.disconnected,
 		c.connected, c.reconnects, c.msgs, c.msgBytes}
 }
@@ -136,6 +139,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.quiesces, float64(n), reason)
 	}
 	counter(c.redeliveries, float64(s.Redeliveries))
+	counter(c.forgotten, float64(s.Forgotten))
+	gauge(c.heldBack, float64(s.HeldBack))
 	counter(c.dropped, float64(s.Dropped))
 	counter(c.publishErrors, float64(s.PublishErrors))
 	counter(c.streamFailures, float64(s.StreamFailures))

@@ -33,6 +33,9 @@ type config struct {
 	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h" desc:"largest idle_timeout_ms a heartbeat may ask for."`
 	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000" desc:"most tracked backends; beyond it new keys are refused (0: no limit)."`
 	MaxBody             int           `envconfig:"MAX_BODY" default:"4096" desc:"largest heartbeat or state body, in bytes."`
+	MaxPerInstance      int           `envconfig:"MAX_BACKENDS_PER_INSTANCE" default:"0" desc:"most tracked backends of one instance (keys sharing the first token); beyond it that instance's new keys are refused (0: no limit)."`
+	ForgetAfter         time.Duration `envconfig:"FORGET_AFTER" default:"1h" desc:"forget a draining or quiesced backend with no activity or state report for this long, as if removed (0: never)."`
+	QuiesceRate         int           `envconfig:"QUIESCE_RATE" default:"0" desc:"most quiesce events per second; more due backends go out in deadline order as fast as it allows, never early (0: no limit)."`
 	ReplyPrefixes       []string      `envconfig:"REPLY_PREFIXES" default:"_INBOX.,_INBOX_" desc:"comma-separated subject prefixes the worker answers requests on; it never answers on $-subjects or under its own prefix, whatever this says."`
 	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536" desc:"messages buffered between NATS and the worker loop; overflow is counted as dropped."`
 	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s" desc:"bound on the first connection to NATS; after it, the worker reconnects for ever."`
@@ -219,6 +222,12 @@ func (c config) validate() error {
 		return bad("DEFAULT_TIMEOUT", "%v exceeds IDLE_MAX_TIMEOUT %v", c.DefaultTimeout, c.MaxTimeout)
 	case c.MaxBackends < 0:
 		return bad("MAX_BACKENDS", "%d is negative (0 means no limit)", c.MaxBackends)
+	case c.MaxPerInstance < 0:
+		return bad("MAX_BACKENDS_PER_INSTANCE", "%d is negative (0 means no limit)", c.MaxPerInstance)
+	case c.ForgetAfter < 0:
+		return bad("FORGET_AFTER", "%v is negative (0 means never)", c.ForgetAfter)
+	case c.QuiesceRate < 0:
+		return bad("QUIESCE_RATE", "%d is negative (0 means no limit)", c.QuiesceRate)
 	case c.MaxBody < 2:
 		return bad("MAX_BODY", "%d bytes is too small", c.MaxBody)
 	case c.QueueLength < 1:
