@@ -32,6 +32,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // Sentinel errors of Start; test with errors.Is.
@@ -117,7 +119,7 @@ func Start(cfg Config) (_ *Server, err error) {
 	}
 	log := logger.With("component", "nats-server")
 	fatal := make(chan error, 1)
-	s.srv.SetLoggerV2(serverLog{l: log, fatal: fatal}, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
+	s.srv.SetLoggerV2(serverLog{l: log, fatal: fatal, limit: lograte.New(time.Second, nil)}, logger.Enabled(context.Background(), slog.LevelDebug), false, false)
 	go s.srv.Start()
 	// Wait for readiness, but stop at once on a fatal error such as a port
 	// already in use.
@@ -196,10 +198,11 @@ func IsLoopback(host string) bool {
 type serverLog struct {
 	l     *slog.Logger
 	fatal chan<- error
+	limit *lograte.Limiter
 }
 
 func (s serverLog) Noticef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) } // its banner is noise at info
-func (s serverLog) Warnf(f string, a ...any)   { s.l.Warn(fmt.Sprintf(f, a...)) }
+func (s serverLog) Warnf(f string, a ...any)   { s.limited(slog.LevelWarn, f, a) }
 func (s serverLog) Fatalf(f string, a ...any) {
 	msg := fmt.Sprintf(f, a...)
 	s.l.Error(msg)
@@ -208,6 +211,20 @@ func (s serverLog) Fatalf(f string, a ...any) {
 	default:
 	}
 }
-func (s serverLog) Errorf(f string, a ...any) { s.l.Error(fmt.Sprintf(f, a...)) }
+func (s serverLog) Errorf(f string, a ...any) { s.limited(slog.LevelError, f, a) }
+
+// limited logs at most one line per second of each kind: a hostile or
+// broken client can make the server report an error per connection (a
+// control line too long, a bad protocol op). The kind is the format with the
+// connection's own prefix ("cid:… - ") cut off.
+func (s serverLog) limited(level slog.Level, f string, a []any) {
+	k := f
+	if i := strings.LastIndex(f, " - "); i >= 0 {
+		k = f[i+3:]
+	}
+	if ok, n := s.limit.Allow(k); ok {
+		s.l.Log(context.Background(), level, fmt.Sprintf(f, a...), "suppressed", n)
+	}
+}
 func (s serverLog) Debugf(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }
 func (s serverLog) Tracef(f string, a ...any) { s.l.Debug(fmt.Sprintf(f, a...)) }

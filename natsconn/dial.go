@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // MaxPingsOut is how many pings a connection made by Dial may leave
@@ -64,6 +66,7 @@ func Dial(urls string, cfg DialConfig, logger *slog.Logger) (_ *nats.Conn, close
 		logger = slog.New(slog.DiscardHandler)
 	}
 	log := logger.With("component", "nats")
+	errLimit := lograte.New(time.Second, nil)
 	done := make(chan struct{})
 	// The handlers run one at a time on nats.go's callback goroutine.
 	var disconnectedAt time.Time
@@ -86,7 +89,11 @@ func Dial(urls string, cfg DialConfig, logger *slog.Logger) (_ *nats.Conn, close
 			if sub != nil {
 				subject = sub.Subject
 			}
-			log.Error("NATS error", "subject", subject, "error", err)
+			// A slow consumer or a permissions error can repeat for every
+			// message: one line per kind and subject per second.
+			if ok, n := errLimit.Allow(subject + "\x00" + err.Error()); ok {
+				log.Error("NATS error", "subject", subject, "error", err, "suppressed", n)
+			}
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(done) }),
 	)
