@@ -152,6 +152,9 @@ func (w *Worker) adminQuiesce(req micro.Request) {
 		}
 		if n > 0 {
 			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
+			// Publish what the budget allows before replying; the rest
+			// follows in order.
+			w.fire()
 		}
 	})
 	if err != nil {
