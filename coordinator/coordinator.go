@@ -13,15 +13,21 @@ type entry struct {
 	key     string
 	last    int64 // last activity
 	timeout int64 // idle timeout, >= MinTimeout
-	// due is the heap key. Running: a lower bound of last+timeout (it may be
-	// stale after a refresh). Draining with redelivery on: exactly the next
-	// attempt's time.
-	due     int64
+	// due is the heap key, the time of the entry's next action. Running: a
+	// lower bound of last+timeout (it may be stale after a refresh), or
+	// exactly when a forced drain was asked. Draining after an emission,
+	// with redelivery on: exactly the next attempt's time. Otherwise, with
+	// forgetting on: a lower bound of touched+forget.
+	due int64
+	// touched is the last activity, state report or emission: forgetting
+	// counts from it.
+	touched int64
 	gen     uint64
 	idx     int32 // position in Coordinator.heap, -1 when not in it
 	attempt uint16
 	state   State
 	reason  Reason
+	forced  Reason // Running: a forced drain waiting to be collected
 }
 
 func (e *entry) deadline() int64 { return addSat(e.last, e.timeout) }
@@ -40,6 +46,8 @@ type Coordinator struct {
 	counts     [Quiesced + 1]int
 	unacked    int // Draining entries that were sent a quiesce (attempt > 0)
 	lastGen    uint64
+	forget     int64            // Policy.ForgetAfter; 0: never
+	perInst    map[string]int32 // tracked backends per instance, with Policy.MaxPerInstance
 }
 
 // New returns an empty Coordinator governed by p.
@@ -48,6 +56,10 @@ func New(p Policy) *Coordinator {
 		policy:     p,
 		defTimeout: int64(clamp(p.DefaultIdleTimeout)),
 		entries:    make(map[string]*entry),
+		forget:     int64(max(p.ForgetAfter, 0)),
+	}
+	if p.MaxPerInstance > 0 {
+		c.perInst = make(map[string]int32)
 	}
 	if p.RetryInterval > 0 {
 		c.retry = int64(p.RetryInterval)
@@ -104,16 +116,20 @@ func idleSince(t, last int64) int64 {
 	return t - last
 }
 
-// retryDelay is the wait after attempt n (n >= 1): retry * 2^(n-1), capped.
-func (c *Coordinator) retryDelay(n uint16) int64 {
+// retryDelay is the wait after attempt n (n >= 1) of key: retry * 2^(n-1),
+// capped, plus up to a quarter more, spread by key and attempt so that a
+// mass drain is not re-sent in one burst.
+func (c *Coordinator) retryDelay(n uint16, key string) int64 {
 	d := c.retry
 	for i := uint16(1); i < n && d < c.retryMax; i++ {
 		if d > c.retryMax/2 {
-			return c.retryMax // doubling would pass the cap, or overflow
+			d = c.retryMax // doubling would pass the cap, or overflow
+			break
 		}
 		d *= 2
 	}
-	return min(d, c.retryMax)
+	d = min(d, c.retryMax)
+	return addSat(d, jitter(d/4, key, n))
 }
 
 // MarkActivity records activity of key at now with the policy's default
@@ -135,15 +151,14 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 	t := c.offset(now)
 	e, ok := c.entries[key]
 	if !ok {
-		if c.policy.MaxBackends > 0 && len(c.entries) >= c.policy.MaxBackends {
-			return 0, ErrFull
+		if err := c.admit(key); err != nil {
+			return 0, err
 		}
 		c.lastGen++
 		// Clone: callers often pass a substring of a larger buffer (a
 		// message subject) that the map would otherwise keep alive.
 		e = &entry{key: strings.Clone(key), last: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
-		c.entries[e.key] = e
-		c.counts[Running]++
+		c.insert(e)
 		c.push(e, e.deadline())
 		return Added, nil
 	}
@@ -162,8 +177,9 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		return ch | Rearmed, nil
 	}
 	// Running: the heap key may stay a stale lower bound, unless the new
-	// deadline is earlier (shorter timeout, or time went backwards).
-	if dl := e.deadline(); dl < e.due {
+	// deadline is earlier (shorter timeout, or time went backwards). A
+	// forced drain stays asked for.
+	if dl := e.deadline(); dl < e.due && e.forced == 0 {
 		e.due = dl
 		c.up(int(e.idx))
 	}
@@ -204,32 +220,36 @@ func (c *Coordinator) setState(e *entry, s State) {
 // tracked. A Running backend marked Draining this way gets no quiesce (its
 // broker already knows); a backend already Draining keeps its redelivery
 // schedule.
-func (c *Coordinator) MarkDraining(key string) bool {
+func (c *Coordinator) MarkDraining(key string, now time.Time) bool {
 	e, ok := c.entries[key]
 	if !ok {
 		return false
 	}
+	e.touched = max(e.touched, c.offset(now))
 	if e.state != Draining {
-		c.unschedule(e)
 		c.setState(e, Draining)
 		// Drained by a report, not an emission: nothing to redeliver, and
 		// a restored record must not look like an unacknowledged drain.
-		e.reason = 0
+		e.reason, e.forced, e.attempt = 0, 0, 0
+		c.park(e, 0)
 	}
 	return true
 }
 
 // MarkQuiesced moves key to Quiesced, which ends any redelivery. It returns
 // false when key is not tracked.
-func (c *Coordinator) MarkQuiesced(key string) bool {
+func (c *Coordinator) MarkQuiesced(key string, now time.Time) bool {
 	e, ok := c.entries[key]
 	if !ok {
 		return false
 	}
-	c.unschedule(e)
-	c.leaveDraining(e)
-	c.setState(e, Quiesced)
-	e.attempt = 0
+	e.touched = max(e.touched, c.offset(now))
+	if e.state != Quiesced {
+		c.leaveDraining(e)
+		c.setState(e, Quiesced)
+		e.attempt, e.forced = 0, 0
+		c.park(e, 0)
+	}
 	return true
 }
 
@@ -239,63 +259,98 @@ func (c *Coordinator) Remove(key string) bool {
 	if !ok {
 		return false
 	}
-	c.unschedule(e)
-	c.leaveDraining(e)
-	c.counts[e.state]--
-	delete(c.entries, key)
+	c.delete(e)
 	return true
+}
+
+// State returns key's state, and false when key is not tracked.
+func (c *Coordinator) State(key string) (State, bool) {
+	e, ok := c.entries[key]
+	if !ok {
+		return 0, false
+	}
+	return e.state, true
 }
 
 // CollectDue returns every Running backend whose idle time at now is at least
 // its timeout, with Reason IdleTimeout and Attempt 1, and moves each to
 // Draining, so a second call returns nothing for it until fresh activity.
-// With redelivery on (Policy.RetryInterval), it also returns each Draining
-// backend whose next attempt is due, with its original Reason and Generation
-// and Attempt incremented. Backends come out in order of their due times.
+// Backends forced with Force come out with their Reason as soon as they were
+// asked for. With redelivery on (Policy.RetryInterval), it also returns
+// each Draining backend whose next attempt is due, with its original Reason
+// and Generation and Attempt incremented. With forgetting on
+// (Policy.ForgetAfter), it removes each Draining or Quiesced backend left
+// untouched that long and returns it with Forgotten set. Backends come out
+// in order of their due times.
 func (c *Coordinator) CollectDue(now time.Time) []Due {
-	return c.AppendDue(nil, now)
+	return c.AppendDueN(nil, now, 0)
 }
 
 // AppendDue is CollectDue appending to dst and returning the extended
 // slice, so that a caller can reuse one slice between calls.
 func (c *Coordinator) AppendDue(dst []Due, now time.Time) []Due {
+	return c.AppendDueN(dst, now, 0)
+}
+
+// AppendDueN is AppendDue returning at most n Dues (no limit when n <= 0):
+// the n earliest. The rest stay due, in order, for the next call, so a
+// caller can pace emissions (never early: a held-back backend comes out
+// later, with the deadline it had) and bound the work of one call.
+func (c *Coordinator) AppendDueN(dst []Due, now time.Time, n int) []Due {
 	t := c.offset(now)
 	out := dst
-	for len(c.heap) > 0 {
+	for len(c.heap) > 0 && (n <= 0 || len(out)-len(dst) < n) {
 		e := c.heap[0]
 		if e.due > t {
 			break
 		}
-		if e.state == Draining {
-			e.attempt = min(e.attempt+1, math.MaxUint16-1)
-			out = append(out, c.due(e, t))
-			e.due = addSat(t, c.retryDelay(e.attempt))
-			c.down(0)
-			continue
-		}
-		if dl := e.deadline(); dl != e.due {
+		switch {
+		case e.state != Running:
+			if d, ok := c.settle(e, t); ok {
+				out = append(out, d)
+			}
+		case e.forced != 0:
+			out = append(out, c.drain(e, t, e.forced))
+		case e.deadline() != e.due:
 			// Stale lower bound: the backend was refreshed since. Re-key it
 			// even when it is due, so backends come out in deadline order.
-			e.due = dl
+			e.due = e.deadline()
 			c.down(0)
-			continue
+		default:
+			out = append(out, c.drain(e, t, IdleTimeout))
 		}
-		out = append(out, c.drain(e, t, IdleTimeout))
 	}
 	return out
+}
+
+// settle handles the top of the heap, a Draining or Quiesced entry whose
+// action time has come: it forgets it, re-sends its drain, or re-keys a
+// stale forgetting time. It returns the Due to report, if any.
+func (c *Coordinator) settle(e *entry, t int64) (Due, bool) {
+	if c.forget > 0 && t >= addSat(e.touched, c.forget) {
+		d := c.due(e, t)
+		d.Forgotten = true
+		c.delete(e)
+		return d, true
+	}
+	if e.state == Draining && e.attempt > 0 && c.retry > 0 {
+		e.attempt = min(e.attempt+1, math.MaxUint16-1)
+		d := c.due(e, t)
+		c.schedule(e, addSat(t, c.retryDelay(e.attempt, e.key)))
+		return d, true
+	}
+	c.schedule(e, addSat(e.touched, c.forget)) // touched moved since
+	return Due{}, false
 }
 
 // drain moves the Running entry e to Draining for reason r and describes the
 // first emission as a Due.
 func (c *Coordinator) drain(e *entry, t int64, r Reason) Due {
 	c.setState(e, Draining)
-	e.reason, e.attempt = r, 1
+	e.reason, e.attempt, e.forced = r, 1, 0
+	e.touched = max(e.touched, t)
 	c.unacked++
-	if c.retry > 0 {
-		c.schedule(e, addSat(t, c.retryDelay(1)))
-	} else {
-		c.unschedule(e)
-	}
+	c.park(e, addSat(t, c.retryDelay(1, e.key)))
 	return c.due(e, t)
 }
 
@@ -311,35 +366,22 @@ func (c *Coordinator) due(e *entry, t int64) Due {
 	}
 }
 
-// Quiesce forces the Running backend key to Draining with reason r, as an
-// operator's drain does. It returns false, changing nothing, when key is not
-// tracked or not Running.
-func (c *Coordinator) Quiesce(key string, now time.Time, r Reason) (Due, bool) {
+// Force asks for the Running backend key to be drained with reason r, as an
+// operator's drain does: the next CollectDue at or after now returns it
+// (after the backends already due, so a paced caller keeps deadline order),
+// even if it is active meanwhile. It returns false, changing nothing, when
+// key is not tracked or not Running.
+func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 	t := c.offset(now)
 	e, ok := c.entries[key]
 	if !ok || e.state != Running {
-		return Due{}, false
+		return false
 	}
-	return c.drain(e, t, r), true
-}
-
-// QuiesceMatching forces every Running backend whose key satisfies match to
-// Draining with reason r and returns them sorted by key. It visits every
-// scheduled backend: it is meant for operator requests, not the hot path.
-func (c *Coordinator) QuiesceMatching(now time.Time, r Reason, match func(key string) bool) []Due {
-	t := c.offset(now)
-	var hit []*entry
-	for _, e := range c.heap {
-		if e.state == Running && match(e.key) {
-			hit = append(hit, e)
-		}
+	if e.forced == 0 || e.due > t {
+		c.schedule(e, t)
 	}
-	slices.SortFunc(hit, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
-	out := make([]Due, 0, len(hit))
-	for _, e := range hit {
-		out = append(out, c.drain(e, t, r))
-	}
-	return out
+	e.forced = r
+	return true
 }
 
 // NextDeadline returns the earliest time at which CollectDue has work: the
@@ -350,7 +392,7 @@ func (c *Coordinator) QuiesceMatching(now time.Time, r Reason, match func(key st
 func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	for len(c.heap) > 0 {
 		e := c.heap[0]
-		if e.state != Running {
+		if e.state != Running || e.forced != 0 {
 			return c.at(e.due), true
 		}
 		dl := e.deadline()
@@ -363,20 +405,35 @@ func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// Extend pushes every scheduled action d later: Running backends are treated
-// as if their last activity were d later, and pending redeliveries wait d
-// longer. The worker calls it after a NATS outage of length d, during which
-// heartbeats could not arrive. It costs O(n) in scheduled backends and keeps
-// the heap order.
-func (c *Coordinator) Extend(d time.Duration) {
+// Extend pushes every scheduled action d later, as of now: Running
+// backends are treated as if their last activity were d later (but never
+// later than now: one whose activity was applied during the outage keeps
+// it), pending redeliveries wait d longer, and forgetting counts d less. The
+// worker calls it after a NATS outage of length d, during which heartbeats
+// and reports could not arrive. It costs O(n) in scheduled backends.
+func (c *Coordinator) Extend(d time.Duration, now time.Time) {
 	if d <= 0 {
 		return
 	}
+	t := c.offset(now)
 	for _, e := range c.heap {
-		if e.state == Running {
-			e.last = addSat(e.last, int64(d))
+		switch {
+		case e.state == Running:
+			e.last = min(addSat(e.last, int64(d)), max(e.last, t))
+			if e.forced == 0 {
+				e.due = e.deadline()
+			}
+		case e.state == Draining && e.attempt > 0 && c.retry > 0:
+			e.due = addSat(e.due, int64(d))
+			e.touched = min(addSat(e.touched, int64(d)), max(e.touched, t))
+		default:
+			e.touched = min(addSat(e.touched, int64(d)), max(e.touched, t))
+			e.due = addSat(e.touched, c.forget)
 		}
-		e.due = addSat(e.due, int64(d))
+	}
+	// Capping at now can reorder entries: rebuild the heap.
+	for i := len(c.heap)/2 - 1; i >= 0; i-- {
+		c.down(i)
 	}
 }
 
@@ -392,16 +449,12 @@ func (c *Coordinator) Restore(rec Record, now time.Time) error {
 		rec.State = Running
 	}
 	if old, ok := c.entries[rec.Key]; ok {
-		c.unschedule(old)
-		c.leaveDraining(old)
-		c.counts[old.state]--
-		delete(c.entries, rec.Key)
-	} else if c.policy.MaxBackends > 0 && len(c.entries) >= c.policy.MaxBackends {
-		return ErrFull
+		c.delete(old)
+	} else if err := c.admit(rec.Key); err != nil {
+		return err
 	}
-	e := &entry{key: strings.Clone(rec.Key), last: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
-	c.entries[e.key] = e
-	c.counts[e.state]++
+	e := &entry{key: strings.Clone(rec.Key), last: t, touched: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
+	c.insert(e)
 	c.SetGenerationFloor(rec.Generation)
 	switch {
 	case e.state == Running:
@@ -409,9 +462,9 @@ func (c *Coordinator) Restore(rec Record, now time.Time) error {
 	case e.state == Draining && e.reason != 0:
 		e.attempt = 1
 		c.unacked++
-		if c.retry > 0 {
-			c.push(e, addSat(t, c.retryDelay(1)))
-		}
+		c.park(e, addSat(t, c.retryDelay(1, e.key)))
+	default:
+		c.park(e, 0)
 	}
 	return nil
 }

@@ -13,7 +13,9 @@ const MinTimeout = time.Millisecond
 const DefaultIdleTimeout = 30 * time.Second
 
 // ErrFull is returned by MarkActivity for a new key when the Coordinator
-// already tracks Policy.MaxBackends backends. Tracked keys keep working.
+// already tracks Policy.MaxBackends backends, or its instance
+// Policy.MaxPerInstance (then wrapped, naming the instance). Tracked keys
+// keep working.
 var ErrFull = errors.New("coordinator: backend limit reached")
 
 // State is the lifecycle state of a tracked backend.
@@ -80,8 +82,19 @@ type Policy struct {
 	// RetryMaxInterval. Zero disables redelivery.
 	RetryInterval time.Duration
 	// RetryMaxInterval caps the backoff (default, when zero: 16 x
-	// RetryInterval).
+	// RetryInterval). Each wait gets up to a quarter more, spread by key and
+	// attempt, so a mass drain is not re-sent in one burst.
 	RetryMaxInterval time.Duration
+	// ForgetAfter, when positive, removes a Draining or Quiesced backend
+	// that has had no activity, state report or emission for this long, as
+	// if its broker had reported it removed (CollectDue returns it with
+	// Forgotten set). A backend still being re-sent its drain is forgotten
+	// at its first re-send after that time. Zero: never.
+	ForgetAfter time.Duration
+	// MaxPerInstance, when positive, bounds the tracked backends of one
+	// instance: those whose keys share the first token. A new key beyond it
+	// is refused with ErrFull; other instances are unaffected.
+	MaxPerInstance int
 }
 
 // DefaultPolicy returns a Policy with a 30 s default idle timeout and no
@@ -108,6 +121,10 @@ type Due struct {
 	Generation uint64
 	// Attempt is 1 for the first emission and counts redeliveries after it.
 	Attempt int
+	// Forgotten says the backend was not drained but forgotten (see
+	// Policy.ForgetAfter): it is no longer tracked, and nothing is to be
+	// sent.
+	Forgotten bool
 }
 
 // Backend is a read-only snapshot of one tracked backend.
