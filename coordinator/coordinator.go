@@ -157,7 +157,7 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		c.lastGen++
 		// Clone: callers often pass a substring of a larger buffer (a
 		// message subject) that the map would otherwise keep alive.
-		e = &entry{key: strings.Clone(key), last: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
+		e = &entry{key: strings.Clone(key), last: t, touched: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
 		c.insert(e)
 		c.push(e, e.deadline())
 		return Added, nil
@@ -167,6 +167,7 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		ch |= TimeoutChanged
 	}
 	e.last, e.timeout = t, timeout
+	e.touched = max(e.touched, t)
 	if e.state != Running {
 		c.leaveDraining(e)
 		c.setState(e, Running)
@@ -327,20 +328,25 @@ func (c *Coordinator) AppendDueN(dst []Due, now time.Time, n int) []Due {
 // action time has come: it forgets it, re-sends its drain, or re-keys a
 // stale forgetting time. It returns the Due to report, if any.
 func (c *Coordinator) settle(e *entry, t int64) (Due, bool) {
+	resend := e.state == Draining && e.attempt > 0 && c.retry > 0
+	if forgetAt := addSat(e.touched, c.forget); !resend && e.due != forgetAt {
+		// Stale lower bound: touched moved since. Re-key it even when it
+		// is due, so backends come out in order of their due times.
+		c.schedule(e, forgetAt)
+		return Due{}, false
+	}
 	if c.forget > 0 && t >= addSat(e.touched, c.forget) {
 		d := c.due(e, t)
 		d.Forgotten = true
 		c.delete(e)
 		return d, true
 	}
-	if e.state == Draining && e.attempt > 0 && c.retry > 0 {
-		e.attempt = min(e.attempt+1, math.MaxUint16-1)
-		d := c.due(e, t)
-		c.schedule(e, addSat(t, c.retryDelay(e.attempt, e.key)))
-		return d, true
-	}
-	c.schedule(e, addSat(e.touched, c.forget)) // touched moved since
-	return Due{}, false
+	// Only a re-send is left: any other entry is in the heap to be
+	// forgotten, and its time has come.
+	e.attempt = min(e.attempt+1, math.MaxUint16-1)
+	d := c.due(e, t)
+	c.schedule(e, addSat(t, c.retryDelay(e.attempt, e.key)))
+	return d, true
 }
 
 // drain moves the Running entry e to Draining for reason r and describes the
@@ -370,11 +376,11 @@ func (c *Coordinator) due(e *entry, t int64) Due {
 // operator's drain does: the next CollectDue at or after now returns it
 // (after the backends already due, so a paced caller keeps deadline order),
 // even if it is active meanwhile. It returns false, changing nothing, when
-// key is not tracked or not Running.
+// key is not tracked or not Running, or r is zero.
 func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 	t := c.offset(now)
 	e, ok := c.entries[key]
-	if !ok || e.state != Running {
+	if !ok || e.state != Running || r == 0 { // forced 0 means none asked
 		return false
 	}
 	if e.forced == 0 || e.due > t {
@@ -385,21 +391,27 @@ func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 }
 
 // NextDeadline returns the earliest time at which CollectDue has work: the
-// earliest deadline (last activity + timeout) of a Running backend or, with
-// redelivery on, the earliest next attempt of a Draining one. It returns
-// false when there is none. It may tidy the deadline index, so it is a
-// mutating call like the others.
+// earliest deadline (last activity + timeout) of a Running backend, forced
+// drain, or, with redelivery on, next attempt of a Draining one, or, with
+// forgetting on, time a backend is forgotten. It returns false when there
+// is none. It may tidy the deadline index, so it is a mutating call like
+// the others.
 func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	for len(c.heap) > 0 {
 		e := c.heap[0]
-		if e.state != Running || e.forced != 0 {
-			return c.at(e.due), true
+		var at int64 // the exact time of e's next action
+		switch {
+		case e.state == Running && e.forced == 0:
+			at = e.deadline()
+		case e.state != Running && (e.state != Draining || e.attempt == 0 || c.retry == 0):
+			at = addSat(e.touched, c.forget)
+		default:
+			return c.at(e.due), true // a forced drain or a re-send: exact
 		}
-		dl := e.deadline()
-		if dl == e.due {
-			return c.at(dl), true
+		if at == e.due {
+			return c.at(at), true
 		}
-		e.due = dl
+		e.due = at // a stale lower bound
 		c.down(0)
 	}
 	return time.Time{}, false
