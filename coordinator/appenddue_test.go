@@ -29,7 +29,8 @@ func TestAppendDue(t *testing.T) {
 	got := build().AppendDue([]coordinator.Due{prefix}, t0.Add(time.Second))
 	equal := func(a, b coordinator.Due) bool {
 		return a.Key == b.Key && a.IdleFor == b.IdleFor && a.ConfiguredTimeout == b.ConfiguredTimeout &&
-			a.Reason == b.Reason && a.Deadline.Equal(b.Deadline) && a.Generation == b.Generation && a.Attempt == b.Attempt
+			a.Reason == b.Reason && a.Deadline.Equal(b.Deadline) && a.Generation == b.Generation && a.Attempt == b.Attempt &&
+			a.Forgotten == b.Forgotten
 	}
 	if len(got) != len(want)+1 || got[0].Key != prefix.Key || !slices.EqualFunc(got[1:], want, equal) {
 		t.Errorf("got %v; want %v after %v", got, want, prefix)

@@ -142,7 +142,8 @@ func (c *Coordinator) MarkActivity(key string, now time.Time) (Change, error) {
 // timeout (clamped to MinTimeout). It inserts or replaces the entry: last
 // activity = now, timeout = timeout, state = Running, so fresh activity
 // re-arms a Draining or Quiesced backend. It returns ErrFull, changing
-// nothing, when key is new and the policy's MaxBackends is reached.
+// nothing, when key is new and the policy's MaxBackends or MaxPerInstance
+// is reached.
 func (c *Coordinator) MarkActivityWithTimeout(key string, now time.Time, timeout time.Duration) (Change, error) {
 	return c.mark(key, now, int64(clamp(timeout)))
 }
@@ -157,7 +158,7 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		c.lastGen++
 		// Clone: callers often pass a substring of a larger buffer (a
 		// message subject) that the map would otherwise keep alive.
-		e = &entry{key: strings.Clone(key), last: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
+		e = &entry{key: strings.Clone(key), last: t, touched: t, timeout: timeout, gen: c.lastGen, state: Running, idx: -1}
 		c.insert(e)
 		c.push(e, e.deadline())
 		return Added, nil
@@ -167,6 +168,7 @@ func (c *Coordinator) mark(key string, now time.Time, timeout int64) (Change, er
 		ch |= TimeoutChanged
 	}
 	e.last, e.timeout = t, timeout
+	e.touched = max(e.touched, t)
 	if e.state != Running {
 		c.leaveDraining(e)
 		c.setState(e, Running)
@@ -327,20 +329,25 @@ func (c *Coordinator) AppendDueN(dst []Due, now time.Time, n int) []Due {
 // action time has come: it forgets it, re-sends its drain, or re-keys a
 // stale forgetting time. It returns the Due to report, if any.
 func (c *Coordinator) settle(e *entry, t int64) (Due, bool) {
+	resend := e.state == Draining && e.attempt > 0 && c.retry > 0
+	if forgetAt := addSat(e.touched, c.forget); !resend && e.due != forgetAt {
+		// Stale lower bound: touched moved since. Re-key it even when it
+		// is due, so backends come out in order of their due times.
+		c.schedule(e, forgetAt)
+		return Due{}, false
+	}
 	if c.forget > 0 && t >= addSat(e.touched, c.forget) {
 		d := c.due(e, t)
 		d.Forgotten = true
 		c.delete(e)
 		return d, true
 	}
-	if e.state == Draining && e.attempt > 0 && c.retry > 0 {
-		e.attempt = min(e.attempt+1, math.MaxUint16-1)
-		d := c.due(e, t)
-		c.schedule(e, addSat(t, c.retryDelay(e.attempt, e.key)))
-		return d, true
-	}
-	c.schedule(e, addSat(e.touched, c.forget)) // touched moved since
-	return Due{}, false
+	// Only a re-send is left: any other entry is in the heap to be
+	// forgotten, and its time has come.
+	e.attempt = min(e.attempt+1, math.MaxUint16-1)
+	d := c.due(e, t)
+	c.schedule(e, addSat(t, c.retryDelay(e.attempt, e.key)))
+	return d, true
 }
 
 // drain moves the Running entry e to Draining for reason r and describes the
@@ -370,11 +377,11 @@ func (c *Coordinator) due(e *entry, t int64) Due {
 // operator's drain does: the next CollectDue at or after now returns it
 // (after the backends already due, so a paced caller keeps deadline order),
 // even if it is active meanwhile. It returns false, changing nothing, when
-// key is not tracked or not Running.
+// key is not tracked or not Running, or r is zero.
 func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 	t := c.offset(now)
 	e, ok := c.entries[key]
-	if !ok || e.state != Running {
+	if !ok || e.state != Running || r == 0 { // forced 0 means none asked
 		return false
 	}
 	if e.forced == 0 || e.due > t {
@@ -385,30 +392,38 @@ func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 }
 
 // NextDeadline returns the earliest time at which CollectDue has work: the
-// earliest deadline (last activity + timeout) of a Running backend or, with
-// redelivery on, the earliest next attempt of a Draining one. It returns
-// false when there is none. It may tidy the deadline index, so it is a
-// mutating call like the others.
+// earliest deadline (last activity + timeout) of a Running backend, forced
+// drain, or, with redelivery on, next attempt of a Draining one, or, with
+// forgetting on, time a backend is forgotten. It returns false when there
+// is none. It may tidy the deadline index, so it is a mutating call like
+// the others.
 func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	for len(c.heap) > 0 {
 		e := c.heap[0]
-		if e.state != Running || e.forced != 0 {
-			return c.at(e.due), true
+		var at int64 // the exact time of e's next action
+		switch {
+		case e.state == Running && e.forced == 0:
+			at = e.deadline()
+		case e.state != Running && (e.state != Draining || e.attempt == 0 || c.retry == 0):
+			at = addSat(e.touched, c.forget)
+		default:
+			return c.at(e.due), true // a forced drain or a re-send: exact
 		}
-		dl := e.deadline()
-		if dl == e.due {
-			return c.at(dl), true
+		if at == e.due {
+			return c.at(at), true
 		}
-		e.due = dl
+		e.due = at // a stale lower bound
 		c.down(0)
 	}
 	return time.Time{}, false
 }
 
 // Extend pushes every scheduled action d later, as of now: Running
-// backends are treated as if their last activity were d later (but never
-// later than now: one whose activity was applied during the outage keeps
-// it), pending redeliveries wait d longer, and forgetting counts d less. The
+// backends are treated as if their last activity were d later, but no later
+// than now (nor earlier than it was): one whose heartbeat was applied during
+// the outage is drained one timeout after now at the latest, not a whole
+// outage after that; pending redeliveries wait d longer, and forgetting
+// counts d less. The
 // worker calls it after a NATS outage of length d, during which heartbeats
 // and reports could not arrive. It costs O(n) in scheduled backends.
 func (c *Coordinator) Extend(d time.Duration, now time.Time) {
@@ -442,7 +457,7 @@ func (c *Coordinator) Extend(d time.Duration, now time.Time) {
 // Draining one stays Draining (its next redelivery, if on, is one retry
 // interval from now); a Quiesced one stays Quiesced. The generation counter
 // moves past rec.Generation so it is never reused. It returns ErrFull when
-// the key is new and MaxBackends is reached.
+// the key is new and MaxBackends or MaxPerInstance is reached.
 func (c *Coordinator) Restore(rec Record, now time.Time) error {
 	t := c.offset(now)
 	if rec.State < Running || rec.State > Quiesced {

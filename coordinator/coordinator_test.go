@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"errors"
+	"maps"
 	"math"
 	"os/exec"
 	"slices"
@@ -24,16 +25,22 @@ type fataler interface {
 	Fatalf(format string, args ...any)
 }
 
-// checkInvariants verifies the internal structure of c: every Running entry
-// is in the heap at the position it records, and so is every Draining entry
-// that awaits a redelivery (sent a quiesce, redelivery on); no other entry
-// is; the heap is ordered by due; each Running heap key is a lower bound of
-// the real deadline; only Draining entries count attempts; and the per-state
-// and unacknowledged counts match the entries.
+// checkInvariants verifies the internal structure of c. The heap holds, at
+// the position each records, exactly the entries with a next action: every
+// Running entry, every Draining entry that awaits a redelivery (sent a
+// quiesce, redelivery on) and, with forgetting on, every other Draining or
+// Quiesced entry; no other entry is in it. The heap is ordered by due; a
+// Running heap key is a lower bound of the real deadline unless a forced
+// drain is pending (then it is the time it was asked for); a forgetting key
+// is a lower bound of touched+ForgetAfter. Only Running entries are forced,
+// only Draining entries count attempts, and an unacknowledged drain has a
+// reason. The per-state, unacknowledged and per-instance counts match the
+// entries.
 func checkInvariants(tb fataler, c *Coordinator) {
 	tb.Helper()
 	var counts [Quiesced + 1]int
 	scheduled, unacked := 0, 0
+	perInst := map[string]int32{}
 	for k, e := range c.entries {
 		if e.key != k {
 			tb.Fatalf("entry under %q has key %q", k, e.key)
@@ -45,13 +52,21 @@ func checkInvariants(tb fataler, c *Coordinator) {
 			tb.Fatalf("entry %q: got timeout %v; want >= %v", k, time.Duration(e.timeout), MinTimeout)
 		}
 		counts[e.state]++
+		perInst[instance(k)]++
 		if e.state != Draining && e.attempt != 0 {
 			tb.Fatalf("%v entry %q: got attempt %d; want 0", e.state, k, e.attempt)
 		}
+		if e.state != Running && e.forced != 0 {
+			tb.Fatalf("%v entry %q: got forced %v; want only Running entries forced", e.state, k, e.forced)
+		}
 		if e.state == Draining && e.attempt > 0 {
 			unacked++
+			if e.reason == 0 {
+				tb.Fatalf("entry %q: got an unacknowledged drain (attempt %d) without a reason", k, e.attempt)
+			}
 		}
-		inHeap := e.state == Running || e.state == Draining && e.attempt > 0 && c.retry > 0
+		redelivering := e.state == Draining && e.attempt > 0 && c.retry > 0
+		inHeap := e.state == Running || redelivering || c.forget > 0
 		switch {
 		case inHeap && (e.idx < 0 || int(e.idx) >= len(c.heap) || c.heap[e.idx] != e):
 			tb.Fatalf("%v entry %q (attempt %d): got heap index %d; want its position in a heap of %d", e.state, k, e.attempt, e.idx, len(c.heap))
@@ -61,8 +76,11 @@ func checkInvariants(tb fataler, c *Coordinator) {
 		if inHeap {
 			scheduled++
 		}
-		if e.state == Running && e.due > e.deadline() {
+		switch {
+		case e.state == Running && e.forced == 0 && e.due > e.deadline():
 			tb.Fatalf("entry %q: got heap key %d; want <= deadline %d", k, e.due, e.deadline())
+		case e.state != Running && !redelivering && inHeap && e.due > addSat(e.touched, c.forget):
+			tb.Fatalf("%v entry %q: got heap key %d; want <= forgetting time %d", e.state, k, e.due, addSat(e.touched, c.forget))
 		}
 	}
 	if len(c.heap) != scheduled {
@@ -83,6 +101,17 @@ func checkInvariants(tb fataler, c *Coordinator) {
 	}
 	if got := c.Unacknowledged(); got != unacked {
 		tb.Fatalf("Unacknowledged: got %d; want %d (Draining entries with attempts)", got, unacked)
+	}
+	switch {
+	case c.policy.MaxPerInstance <= 0 && c.perInst != nil:
+		tb.Fatalf("per-instance counts kept without MaxPerInstance: %v", c.perInst)
+	case c.policy.MaxPerInstance > 0 && !maps.Equal(c.perInst, perInst):
+		tb.Fatalf("per-instance counts: got %v; want %v", c.perInst, perInst)
+	}
+	for inst, n := range perInst {
+		if c.policy.MaxPerInstance > 0 && int(n) > c.policy.MaxPerInstance {
+			tb.Fatalf("instance %q: got %d backends; want at most MaxPerInstance %d", inst, n, c.policy.MaxPerInstance)
+		}
 	}
 }
 
@@ -133,34 +162,48 @@ func stepMarkTimeout(key string, d, timeout time.Duration) step {
 	}
 }
 
-// stepDrain is MarkDraining(key) of a tracked key.
-func stepDrain(key string) step {
+// stepDrain is MarkDraining(key, t0+d) of a tracked key.
+func stepDrain(key string, d time.Duration) step {
 	return func(tb testing.TB, c *Coordinator) {
 		tb.Helper()
-		if !c.MarkDraining(key) {
-			tb.Fatalf("MarkDraining(%q): got false; want true", key)
+		if !c.MarkDraining(key, t0.Add(d)) {
+			tb.Fatalf("MarkDraining(%q, t0+%v): got false; want true", key, d)
 		}
 	}
 }
 
-// stepQuiesced is MarkQuiesced(key) of a tracked key.
-func stepQuiesced(key string) step {
+// stepQuiesced is MarkQuiesced(key, t0+d) of a tracked key.
+func stepQuiesced(key string, d time.Duration) step {
 	return func(tb testing.TB, c *Coordinator) {
 		tb.Helper()
-		if !c.MarkQuiesced(key) {
-			tb.Fatalf("MarkQuiesced(%q): got false; want true", key)
+		if !c.MarkQuiesced(key, t0.Add(d)) {
+			tb.Fatalf("MarkQuiesced(%q, t0+%v): got false; want true", key, d)
 		}
 	}
 }
 
-// stepForce is Quiesce(key, t0+d, Maintenance) of a Running key.
+// stepForce is forceNow(key, t0+d, Maintenance) of a Running key: a forced
+// drain, collected at once.
 func stepForce(key string, d time.Duration) step {
 	return func(tb testing.TB, c *Coordinator) {
 		tb.Helper()
-		if _, ok := c.Quiesce(key, t0.Add(d), Maintenance); !ok {
-			tb.Fatalf("Quiesce(%q, t0+%v): got false; want true", key, d)
-		}
+		forceNow(tb, c, key, t0.Add(d), Maintenance)
 	}
+}
+
+// forceNow drains the Running backend key for reason r at now, as the
+// removed Quiesce did: Force, then CollectDue at the same now, which must
+// return key and nothing else. It returns key's Due.
+func forceNow(tb testing.TB, c *Coordinator, key string, now time.Time, r Reason) Due {
+	tb.Helper()
+	if !c.Force(key, now, r) {
+		tb.Fatalf("Force(%q, %v): got false; want true", key, r)
+	}
+	got := c.CollectDue(now)
+	if len(got) != 1 || got[0].Key != key {
+		tb.Fatalf("CollectDue right after Force(%q): got %v; want [%s] alone", key, dueKeys(got), key)
+	}
+	return got[0]
 }
 
 // stepCollect is CollectDue(t0+d); its Dues are dropped.
@@ -180,7 +223,7 @@ func stepRemove(key string) step {
 func churnA() []step {
 	return []step{
 		stepMark("a", time.Millisecond), stepMarkTimeout("a", 0, time.Minute),
-		stepDrain("a"), stepQuiesced("a"), stepMark("a", 0),
+		stepDrain("a", 0), stepQuiesced("a", 0), stepMark("a", 0),
 		stepCollect(time.Hour), stepMark("a", 0),
 		stepForce("a", 0), stepMark("a", 0),
 		stepRemove("a"), stepMark("a", 0),
@@ -348,9 +391,9 @@ func TestMarkActivityChange(t *testing.T) {
 						t.Fatalf("step %d: got %+v (tracked %v); want Running, last active %v", i, b, ok, now)
 					}
 				case "drain":
-					c.MarkDraining("a")
+					c.MarkDraining("a", now)
 				case "quiesce":
-					c.MarkQuiesced("a")
+					c.MarkQuiesced("a", now)
 				case "collect":
 					if got := c.CollectDue(now); len(got) != 1 {
 						t.Fatalf("step %d collect: got %v; want [a]", i, dueKeys(got))
@@ -371,19 +414,19 @@ func TestMarkActivityChange(t *testing.T) {
 func TestMarkActivityReplaces(t *testing.T) {
 	tests := []struct {
 		name  string
-		setup func(c *Coordinator)
+		setup func(t *testing.T, c *Coordinator)
 	}{
-		{name: "running", setup: func(c *Coordinator) {}},
-		{name: "draining", setup: func(c *Coordinator) { c.MarkDraining("a") }},
-		{name: "quiesced", setup: func(c *Coordinator) { c.MarkQuiesced("a") }},
-		{name: "collected", setup: func(c *Coordinator) { c.CollectDue(t0.Add(time.Hour)) }},
-		{name: "forced", setup: func(c *Coordinator) { c.Quiesce("a", t0, Maintenance) }},
+		{name: "running", setup: func(*testing.T, *Coordinator) {}},
+		{name: "draining", setup: func(_ *testing.T, c *Coordinator) { c.MarkDraining("a", t0) }},
+		{name: "quiesced", setup: func(_ *testing.T, c *Coordinator) { c.MarkQuiesced("a", t0) }},
+		{name: "collected", setup: func(_ *testing.T, c *Coordinator) { c.CollectDue(t0.Add(time.Hour)) }},
+		{name: "forced", setup: func(t *testing.T, c *Coordinator) { forceNow(t, c, "a", t0, Maintenance) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := New(DefaultPolicy())
 			mustMark(t, c, "a", t0, time.Minute)
-			tt.setup(c)
+			tt.setup(t, c)
 			now := t0.Add(2 * time.Hour)
 			mustMark(t, c, "a", now, 5*time.Second)
 			b, ok := c.Get("a", now.Add(time.Second))
@@ -420,8 +463,8 @@ func TestMaxBackends(t *testing.T) {
 	}{
 		{name: "new key beyond the limit", key: "c", wantErr: ErrFull, wantLen: 2},
 		{name: "tracked key refreshes", key: "a", wantCh: 0, wantLen: 2},
-		{name: "draining key rearms", before: func() { c.MarkDraining("b") }, key: "b", wantCh: Rearmed, wantLen: 2},
-		{name: "quiesced still counts toward the limit", before: func() { c.MarkQuiesced("b") }, key: "c", wantErr: ErrFull, wantLen: 2},
+		{name: "draining key rearms", before: func() { c.MarkDraining("b", t0) }, key: "b", wantCh: Rearmed, wantLen: 2},
+		{name: "quiesced still counts toward the limit", before: func() { c.MarkQuiesced("b", t0) }, key: "c", wantErr: ErrFull, wantLen: 2},
 		{name: "room after remove", before: func() { c.Remove("b") }, key: "c", wantCh: Added, wantLen: 2},
 		{name: "full again", key: "d", wantErr: ErrFull, wantLen: 2},
 	}
@@ -459,6 +502,8 @@ func TestMaxBackends(t *testing.T) {
 }
 
 func TestSetStateAndRemove(t *testing.T) {
+	drain := func(c *Coordinator, key string) bool { return c.MarkDraining(key, t0.Add(time.Millisecond)) }
+	quiesce := func(c *Coordinator, key string) bool { return c.MarkQuiesced(key, t0.Add(time.Millisecond)) }
 	tests := []struct {
 		name      string
 		op        func(c *Coordinator, key string) bool
@@ -467,33 +512,39 @@ func TestSetStateAndRemove(t *testing.T) {
 		wantState State // 0: untracked afterwards
 		wantLen   int
 	}{
-		{name: "drain untracked", op: (*Coordinator).MarkDraining, key: "x", want: false, wantLen: 2},
-		{name: "quiesce untracked", op: (*Coordinator).MarkQuiesced, key: "x", want: false, wantLen: 2},
-		{name: "remove untracked", op: (*Coordinator).Remove, key: "x", want: false, wantLen: 2},
-		{name: "drain running", op: (*Coordinator).MarkDraining, key: "a", want: true, wantState: Draining, wantLen: 2},
-		{name: "quiesce running", op: (*Coordinator).MarkQuiesced, key: "a", want: true, wantState: Quiesced, wantLen: 2},
-		{name: "remove running", op: (*Coordinator).Remove, key: "a", want: true, wantLen: 1},
-		{name: "quiesce draining", op: (*Coordinator).MarkQuiesced, key: "d", want: true, wantState: Quiesced, wantLen: 2},
-		{name: "drain draining", op: (*Coordinator).MarkDraining, key: "d", want: true, wantState: Draining, wantLen: 2},
-		{name: "remove draining", op: (*Coordinator).Remove, key: "d", want: true, wantLen: 1},
+		{name: "drain untracked", op: drain, key: "x", want: false, wantLen: 3},
+		{name: "quiesce untracked", op: quiesce, key: "x", want: false, wantLen: 3},
+		{name: "remove untracked", op: (*Coordinator).Remove, key: "x", want: false, wantLen: 3},
+		{name: "drain running", op: drain, key: "a", want: true, wantState: Draining, wantLen: 3},
+		{name: "quiesce running", op: quiesce, key: "a", want: true, wantState: Quiesced, wantLen: 3},
+		{name: "remove running", op: (*Coordinator).Remove, key: "a", want: true, wantLen: 2},
+		{name: "quiesce draining", op: quiesce, key: "d", want: true, wantState: Quiesced, wantLen: 3},
+		{name: "drain draining", op: drain, key: "d", want: true, wantState: Draining, wantLen: 3},
+		{name: "remove draining", op: (*Coordinator).Remove, key: "d", want: true, wantLen: 2},
+		{name: "drain quiesced", op: drain, key: "q", want: true, wantState: Draining, wantLen: 3},
+		{name: "quiesce quiesced", op: quiesce, key: "q", want: true, wantState: Quiesced, wantLen: 3},
+		{name: "remove quiesced", op: (*Coordinator).Remove, key: "q", want: true, wantLen: 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := New(Policy{DefaultIdleTimeout: time.Second})
 			c.MarkActivity("a", t0)
 			c.MarkActivity("d", t0)
-			c.MarkDraining("d")
+			c.MarkActivity("q", t0)
+			c.MarkDraining("d", t0)
+			c.MarkQuiesced("q", t0)
 			before, _ := c.Get(tt.key, t0)
 			if got := tt.op(c, tt.key); got != tt.want {
 				t.Fatalf("got %v; want %v", got, tt.want)
 			}
 			b, ok := c.Get(tt.key, t0)
+			st, stOK := c.State(tt.key)
 			if tt.wantState == 0 {
-				if ok {
-					t.Errorf("Get(%q): got %+v; want untracked", tt.key, b)
+				if ok || stOK || st != 0 {
+					t.Errorf("Get(%q), State: got %+v, %v, %v; want untracked", tt.key, b, st, stOK)
 				}
-			} else if !ok || b.State != tt.wantState || b.Generation != before.Generation {
-				t.Errorf("Get(%q): got %+v (tracked %v); want state %v, generation %d", tt.key, b, ok, tt.wantState, before.Generation)
+			} else if !ok || b.State != tt.wantState || b.Generation != before.Generation || !stOK || st != tt.wantState {
+				t.Errorf("Get(%q): got %+v (tracked %v), State %v, %v; want state %v, generation %d", tt.key, b, ok, st, stOK, tt.wantState, before.Generation)
 			}
 			if got := c.Len(); got != tt.wantLen {
 				t.Errorf("Len: got %d; want %d", got, tt.wantLen)
@@ -779,9 +830,9 @@ func TestNextDeadline(t *testing.T) {
 				case o.remove:
 					c.Remove(o.key)
 				case o.state == Draining:
-					c.MarkDraining(o.key)
+					c.MarkDraining(o.key, t0.Add(o.at))
 				case o.state == Quiesced:
-					c.MarkQuiesced(o.key)
+					c.MarkQuiesced(o.key, t0.Add(o.at))
 				default:
 					mustMark(t, c, o.key, t0.Add(o.at), o.timeout)
 				}
@@ -1004,12 +1055,15 @@ func TestHeapShrinks(t *testing.T) {
 		drain func(c *Coordinator) int
 	}{
 		{name: "CollectDue", drain: func(c *Coordinator) int { return len(c.CollectDue(t0.Add(time.Hour))) }},
-		{name: "QuiesceMatching", drain: func(c *Coordinator) int {
-			return len(c.QuiesceMatching(t0, BrokerShutdown, func(string) bool { return true }))
+		{name: "Force", drain: func(c *Coordinator) int {
+			for i := range n {
+				c.Force("k"+strconv.Itoa(i), t0, BrokerShutdown)
+			}
+			return len(c.CollectDue(t0))
 		}},
 		{name: "MarkQuiesced", drain: func(c *Coordinator) int {
 			for i := range n {
-				c.MarkQuiesced("k" + strconv.Itoa(i))
+				c.MarkQuiesced("k"+strconv.Itoa(i), t0)
 			}
 			return c.Count(Quiesced)
 		}},
@@ -1051,113 +1105,6 @@ func TestHeapShrinks(t *testing.T) {
 	}
 }
 
-func TestQuiesce(t *testing.T) {
-	tests := []struct {
-		name    string
-		key     string
-		reason  Reason
-		wantOK  bool
-		wantDue Due
-	}{
-		{name: "running", key: "run", reason: Maintenance, wantOK: true,
-			wantDue: Due{Key: "run", IdleFor: 5 * time.Second, ConfiguredTimeout: time.Minute, Reason: Maintenance}},
-		{name: "running, broker shutdown", key: "run", reason: BrokerShutdown, wantOK: true,
-			wantDue: Due{Key: "run", IdleFor: 5 * time.Second, ConfiguredTimeout: time.Minute, Reason: BrokerShutdown}},
-		{name: "draining untouched", key: "drain", reason: Maintenance, wantOK: false},
-		{name: "quiesced untouched", key: "quiet", reason: Maintenance, wantOK: false},
-		{name: "untracked", key: "nobody", reason: Maintenance, wantOK: false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := New(Policy{DefaultIdleTimeout: time.Minute})
-			for _, k := range []string{"run", "drain", "quiet"} {
-				c.MarkActivity(k, t0)
-			}
-			c.MarkDraining("drain")
-			c.MarkQuiesced("quiet")
-			before, _ := c.Get(tt.key, t0)
-			now := t0.Add(5 * time.Second)
-			got, ok := c.Quiesce(tt.key, now, tt.reason)
-			if ok != tt.wantOK {
-				t.Fatalf("Quiesce(%q): got ok %v; want %v", tt.key, ok, tt.wantOK)
-			}
-			after, _ := c.Get(tt.key, now)
-			if !ok {
-				if got != (Due{}) {
-					t.Errorf("Quiesce: got %+v; want the zero Due", got)
-				}
-				if after.State != before.State {
-					t.Errorf("state: got %v; want unchanged %v", after.State, before.State)
-				}
-				return
-			}
-			w := tt.wantDue
-			if got.Key != w.Key || got.IdleFor != w.IdleFor || got.ConfiguredTimeout != w.ConfiguredTimeout ||
-				got.Reason != w.Reason || !got.Deadline.Equal(t0.Add(time.Minute)) || got.Generation != before.Generation {
-				t.Errorf("Quiesce: got %+v; want %+v, Deadline %v, Generation %d", got, w, t0.Add(time.Minute), before.Generation)
-			}
-			if after.State != Draining {
-				t.Errorf("state: got %v; want draining", after.State)
-			}
-			if due := c.CollectDue(t0.Add(time.Hour)); len(due) != 0 {
-				t.Errorf("CollectDue after Quiesce: got %v; want none", dueKeys(due))
-			}
-			checkInvariants(t, c)
-		})
-	}
-}
-
-func TestQuiesceMatching(t *testing.T) {
-	prefix := func(p string) func(string) bool { return func(k string) bool { return strings.HasPrefix(k, p) } }
-	tests := []struct {
-		name      string
-		match     func(string) bool
-		wantKeys  []string
-		wantCount [Quiesced + 1]int
-	}{
-		{name: "prefix", match: prefix("svc.a."), wantKeys: []string{"svc.a.1", "svc.a.2", "svc.a.3"},
-			wantCount: [Quiesced + 1]int{Running: 1, Draining: 4, Quiesced: 1}},
-		{name: "all", match: func(string) bool { return true }, wantKeys: []string{"svc.a.1", "svc.a.2", "svc.a.3", "svc.b.1"},
-			wantCount: [Quiesced + 1]int{Running: 0, Draining: 5, Quiesced: 1}},
-		{name: "none", match: func(string) bool { return false }, wantKeys: []string{},
-			wantCount: [Quiesced + 1]int{Running: 4, Draining: 1, Quiesced: 1}},
-		{name: "only non-running match", match: prefix("svc.c."), wantKeys: []string{},
-			wantCount: [Quiesced + 1]int{Running: 4, Draining: 1, Quiesced: 1}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			c := New(Policy{DefaultIdleTimeout: time.Minute})
-			// Inserted out of order and at different times so the heap order
-			// differs from the key order.
-			for i, k := range []string{"svc.a.3", "svc.b.1", "svc.a.1", "svc.c.drain", "svc.a.2", "svc.c.quiet"} {
-				c.MarkActivity(k, t0.Add(time.Duration(6-i)*time.Second))
-			}
-			c.MarkDraining("svc.c.drain")
-			c.MarkQuiesced("svc.c.quiet")
-			now := t0.Add(10 * time.Second)
-			got := c.QuiesceMatching(now, BrokerShutdown, tt.match)
-			if !slices.Equal(dueKeys(got), tt.wantKeys) {
-				t.Fatalf("QuiesceMatching: got %v; want %v (sorted by key)", dueKeys(got), tt.wantKeys)
-			}
-			for _, d := range got {
-				b, _ := c.Get(d.Key, now)
-				if d.Reason != BrokerShutdown || d.IdleFor != now.Sub(b.LastActive) || b.State != Draining {
-					t.Errorf("%s: got %+v, state %v; want reason broker_shutdown, idle %v, draining", d.Key, d, b.State, now.Sub(b.LastActive))
-				}
-			}
-			for s := Running; s <= Quiesced; s++ {
-				if got := c.Count(s); got != tt.wantCount[s] {
-					t.Errorf("Count(%v): got %d; want %d", s, got, tt.wantCount[s])
-				}
-			}
-			if b, _ := c.Get("svc.c.quiet", now); b.State != Quiesced {
-				t.Errorf("quiesced backend: got %v; want untouched", b.State)
-			}
-			checkInvariants(t, c)
-		})
-	}
-}
-
 // TestGeneration checks when a backend's generation changes: a fresh one
 // each time it becomes Running (first sight, rearm, re-add), never otherwise.
 // Each case builds its history on its own Coordinator.
@@ -1177,10 +1124,10 @@ func TestGeneration(t *testing.T) {
 		{name: "timeout change while running", setup: []step{stepMark("a", 0), stepMark("a", time.Millisecond)},
 			do: []step{stepMarkTimeout("a", 0, time.Minute)}, key: "a"},
 		{name: "drain", setup: []step{stepMark("a", 0)},
-			do: []step{stepDrain("a")}, key: "a"},
-		{name: "quiesce", setup: []step{stepMark("a", 0), stepDrain("a")},
-			do: []step{stepQuiesced("a")}, key: "a"},
-		{name: "rearm", setup: []step{stepMark("a", 0), stepDrain("a"), stepQuiesced("a")},
+			do: []step{stepDrain("a", 0)}, key: "a"},
+		{name: "quiesce", setup: []step{stepMark("a", 0), stepDrain("a", 0)},
+			do: []step{stepQuiesced("a", 0)}, key: "a"},
+		{name: "rearm", setup: []step{stepMark("a", 0), stepDrain("a", 0), stepQuiesced("a", 0)},
 			do: []step{stepMark("a", 0)}, key: "a", fresh: true},
 		{name: "collected", setup: []step{stepMark("a", 0), stepMark("b", 0)},
 			do: []step{stepCollect(time.Hour)}, key: "a"},
@@ -1273,8 +1220,8 @@ func TestList(t *testing.T) {
 	for i, k := range []string{"c", "a", "e", "b", "d"} {
 		c.MarkActivityWithTimeout(k, t0.Add(time.Duration(i)*time.Second), time.Duration(i+1)*time.Minute)
 	}
-	c.MarkDraining("e")
-	c.MarkQuiesced("b")
+	c.MarkDraining("e", t0)
+	c.MarkQuiesced("b", t0)
 	now := t0.Add(10 * time.Second)
 	vowel := func(k string) bool { return strings.ContainsAny(k, "aeiou") }
 	tests := []struct {
@@ -1331,22 +1278,22 @@ func TestCount(t *testing.T) {
 		{name: "three running", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0)},
 			want: [4]int{Running: 3}},
 		{name: "one draining", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a")}, want: [4]int{Running: 2, Draining: 1}},
+			stepDrain("a", 0)}, want: [4]int{Running: 2, Draining: 1}},
 		{name: "draining to quiesced", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a")}, want: [4]int{Running: 2, Quiesced: 1}},
+			stepDrain("a", 0), stepQuiesced("a", 0)}, want: [4]int{Running: 2, Quiesced: 1}},
 		{name: "collected", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second)}, want: [4]int{Draining: 2, Quiesced: 1}},
+			stepDrain("a", 0), stepQuiesced("a", 0), stepCollect(time.Second)}, want: [4]int{Draining: 2, Quiesced: 1}},
 		{name: "rearm one", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0)},
+			stepDrain("a", 0), stepQuiesced("a", 0), stepCollect(time.Second), stepMark("b", 0)},
 			want: [4]int{Running: 1, Draining: 1, Quiesced: 1}},
 		{name: "remove quiesced", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a")},
+			stepDrain("a", 0), stepQuiesced("a", 0), stepCollect(time.Second), stepMark("b", 0), stepRemove("a")},
 			want: [4]int{Running: 1, Draining: 1}},
 		{name: "remove untracked", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
+			stepDrain("a", 0), stepQuiesced("a", 0), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
 			stepRemove("zz")}, want: [4]int{Running: 1, Draining: 1}},
 		{name: "remove all", steps: []step{stepMark("a", 0), stepMark("b", 0), stepMark("c", 0),
-			stepDrain("a"), stepQuiesced("a"), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
+			stepDrain("a", 0), stepQuiesced("a", 0), stepCollect(time.Second), stepMark("b", 0), stepRemove("a"),
 			stepRemove("zz"), stepRemove("b"), stepRemove("c")}, want: [4]int{}},
 	}
 	for _, tt := range tests {

@@ -9,6 +9,13 @@
 // running period produces at most one Due; NextDeadline tells the caller when
 // to call CollectDue next, so the caller arms one timer instead of polling.
 //
+// An operator's drain is Force: the backend comes out of the next CollectDue
+// with the given reason, behind those already due, so a caller that paces
+// its output with AppendDueN keeps one order for every drain. With
+// Policy.ForgetAfter, backends left Draining or Quiesced that long come out
+// with Forgotten set and are no longer tracked; Policy.MaxPerInstance bounds
+// the backends of one instance (a key's first token).
+//
 // The package performs no I/O, starts no goroutines, takes no locks and never
 // reads a clock: every time-dependent method takes now. That makes it
 // deterministic and lets its tests move time explicitly. A Coordinator is not

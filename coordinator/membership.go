@@ -77,7 +77,7 @@ func (c *Coordinator) park(e *entry, retryAt int64) {
 
 // jitter returns a wait in [0, span) that depends only on key and attempt,
 // so the model stays deterministic while re-sends of a mass drain spread
-// out. FNV-1a over the key and the attempt.
+// out. FNV-1a over the key and the attempt (two bytes, little-endian).
 func jitter(span int64, key string, attempt uint16) int64 {
 	if span <= 0 {
 		return 0
@@ -86,7 +86,7 @@ func jitter(span int64, key string, attempt uint16) int64 {
 	for i := 0; i < len(key); i++ {
 		h = (h ^ uint64(key[i])) * 1099511628211
 	}
-	h = (h ^ uint64(attempt)) * 1099511628211
+	h = (h ^ uint64(attempt&0xff)) * 1099511628211 // little-endian bytes
 	h = (h ^ uint64(attempt>>8)) * 1099511628211
 	return int64(h % uint64(span))
 }

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -10,274 +12,6 @@ import (
 	"pgregory.net/rapid"
 )
 
-// refModel is a deliberately naive reference for Coordinator: a map and a
-// full scan for every question, with times kept as time.Time.
-type refModel struct {
-	defTimeout time.Duration
-	max        int
-	// retry and retryMax are the redelivery policy as the package doc
-	// states it; retry 0 means redelivery is off.
-	retry    time.Duration
-	retryMax time.Duration
-	m        map[string]*refBackend
-	// maxGen is the largest generation seen so far, handed out or restored:
-	// every new generation must exceed it.
-	maxGen uint64
-}
-
-type refBackend struct {
-	last    time.Time
-	timeout time.Duration
-	state   State
-	// gen is the Generation the Coordinator reported when the backend last
-	// became Running (or the one restored). The model does not predict the
-	// values, only that a new one appears exactly when the backend becomes
-	// Running and exceeds every generation before it.
-	gen uint64
-	// reason is why the backend was drained. The model promises it only on
-	// an unacknowledged drain (attempts > 0), whose redeliveries, before and
-	// after a restart, carry it.
-	reason Reason
-	// attempts counts the emissions of the current id of a Draining backend
-	// that no broker has acknowledged (quiesced, removed or activity); 0
-	// otherwise. Such a backend is unacknowledged.
-	attempts int
-	// next is when the next redelivery is due (attempts > 0, retry on).
-	next time.Time
-}
-
-func newRefModel(p Policy) *refModel {
-	r := &refModel{defTimeout: p.DefaultIdleTimeout, max: p.MaxBackends, m: map[string]*refBackend{}}
-	if p.RetryInterval > 0 {
-		r.retry, r.retryMax = p.RetryInterval, p.RetryMaxInterval
-		if r.retryMax <= 0 {
-			r.retryMax = 16 * r.retry
-		}
-		if r.retryMax < r.retry {
-			r.retryMax = r.retry
-		}
-	}
-	return r
-}
-
-func refClamp(d time.Duration) time.Duration {
-	if d < time.Millisecond { // zero, negative and sub-millisecond alike
-		return time.Millisecond
-	}
-	return d
-}
-
-func refIdle(now, last time.Time) time.Duration {
-	if now.Before(last) {
-		return 0
-	}
-	return now.Sub(last)
-}
-
-// delay is the wait after attempt n (n >= 1): the retry interval doubled
-// n-1 times, but never more than retryMax.
-func (r *refModel) delay(n int) time.Duration {
-	d := r.retry
-	for i := 1; i < n; i++ {
-		d *= 2
-		if d >= r.retryMax {
-			break
-		}
-	}
-	return min(d, r.retryMax)
-}
-
-// redelivering reports whether b waits for a redelivery.
-func (r *refModel) redelivering(b *refBackend) bool {
-	return r.retry > 0 && b.state == Draining && b.attempts > 0
-}
-
-// mark returns the expected Change and error, and whether the backend has
-// just become Running (so a new generation is expected).
-func (r *refModel) mark(key string, now time.Time, timeout time.Duration) (Change, bool, error) {
-	timeout = refClamp(timeout)
-	b, ok := r.m[key]
-	if !ok {
-		if r.max > 0 && len(r.m) >= r.max {
-			return 0, false, ErrFull
-		}
-		r.m[key] = &refBackend{last: now, timeout: timeout, state: Running}
-		return Added, true, nil
-	}
-	var ch Change
-	if b.timeout != timeout {
-		ch |= TimeoutChanged
-	}
-	becameRunning := b.state != Running
-	if becameRunning {
-		ch |= Rearmed
-		b.reason, b.attempts, b.next = 0, 0, time.Time{}
-	}
-	b.last, b.timeout, b.state = now, timeout, Running
-	return ch, becameRunning, nil
-}
-
-// drain moves the Running backend b to Draining for reason and describes
-// the first emission.
-func (r *refModel) drain(key string, b *refBackend, now time.Time, reason Reason) Due {
-	b.state, b.reason, b.attempts = Draining, reason, 1
-	if r.retry > 0 {
-		b.next = now.Add(r.delay(1))
-	}
-	return r.emission(key, b, now)
-}
-
-// redeliver re-sends the current emission of the Draining backend b.
-func (r *refModel) redeliver(key string, b *refBackend, now time.Time) Due {
-	b.attempts++
-	b.next = now.Add(r.delay(b.attempts))
-	return r.emission(key, b, now)
-}
-
-func (r *refModel) emission(key string, b *refBackend, now time.Time) Due {
-	return Due{
-		Key:               key,
-		IdleFor:           refIdle(now, b.last),
-		ConfiguredTimeout: b.timeout,
-		Reason:            b.reason,
-		Deadline:          b.last.Add(b.timeout),
-		Generation:        b.gen,
-		Attempt:           b.attempts,
-	}
-}
-
-// collect returns the due backends sorted by key, and when each was due
-// (its deadline, or its redelivery time).
-func (r *refModel) collect(now time.Time) ([]Due, map[string]time.Time) {
-	var out []Due
-	at := map[string]time.Time{}
-	for _, k := range r.keys() {
-		b := r.m[k]
-		switch {
-		case b.state == Running && refIdle(now, b.last) >= b.timeout:
-			at[k] = b.last.Add(b.timeout)
-			out = append(out, r.drain(k, b, now, IdleTimeout))
-		case r.redelivering(b) && !now.Before(b.next):
-			at[k] = b.next
-			out = append(out, r.redeliver(k, b, now))
-		}
-	}
-	return out, at
-}
-
-func (r *refModel) nextDeadline() (time.Time, bool) {
-	var best time.Time
-	found := false
-	for _, b := range r.m {
-		var d time.Time
-		switch {
-		case b.state == Running:
-			d = b.last.Add(b.timeout)
-		case r.redelivering(b):
-			d = b.next
-		default:
-			continue
-		}
-		if !found || d.Before(best) {
-			best, found = d, true
-		}
-	}
-	return best, found
-}
-
-// extend is an outage of d: Running backends act as if their last activity
-// were d later, and pending redeliveries wait d longer.
-func (r *refModel) extend(d time.Duration) {
-	if d <= 0 {
-		return
-	}
-	for _, b := range r.m {
-		switch {
-		case b.state == Running:
-			b.last = b.last.Add(d)
-		case r.redelivering(b):
-			b.next = b.next.Add(d)
-		}
-	}
-}
-
-// restore is Coordinator.Restore as its doc states it.
-func (r *refModel) restore(rec Record, now time.Time) error {
-	if _, ok := r.m[rec.Key]; !ok && r.max > 0 && len(r.m) >= r.max {
-		return ErrFull
-	}
-	st := rec.State
-	if st < Running || st > Quiesced {
-		st = Running
-	}
-	b := &refBackend{last: now, timeout: refClamp(rec.IdleTimeout), state: st, gen: rec.Generation, reason: rec.Reason}
-	if st == Draining && rec.Reason != 0 {
-		// Drained by an emission: it is re-sent, same id.
-		b.attempts = 1
-		if r.retry > 0 {
-			b.next = now.Add(r.delay(1))
-		}
-	}
-	r.m[rec.Key] = b
-	r.maxGen = max(r.maxGen, rec.Generation)
-	return nil
-}
-
-// restart is a worker restart from the registry at now: nothing changes but
-// the clock. The registry keeps no activity times, so every backend was
-// last active now, and Running backends get a full timeout of grace; an
-// unacknowledged drain is re-sent (same generation) one retry interval from
-// now, counting from attempt 1 again since the registry keeps no attempts;
-// an acknowledged one stays acknowledged.
-func (r *refModel) restart(now time.Time) {
-	for _, b := range r.m {
-		b.last = now
-		if b.state == Draining && b.attempts > 0 {
-			b.attempts = 1
-			if r.retry > 0 {
-				b.next = now.Add(r.delay(1))
-			}
-		}
-	}
-}
-
-func (r *refModel) keys() []string {
-	keys := make([]string, 0, len(r.m))
-	for k := range r.m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
-func (r *refModel) count(s State) int {
-	n := 0
-	for _, b := range r.m {
-		if b.state == s {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *refModel) unacknowledged() int {
-	n := 0
-	for _, b := range r.m {
-		if b.state == Draining && b.attempts > 0 {
-			n++
-		}
-	}
-	return n
-}
-
-// sameBackend compares a snapshot with the model. Reason is compared where
-// it is promised: on an unacknowledged drain, whose redeliveries carry it.
-func sameBackend(got Backend, key string, want *refBackend, now time.Time) bool {
-	return got.Key == key && got.State == want.state && got.LastActive.Equal(want.last) &&
-		got.IdleFor == refIdle(now, want.last) && got.IdleTimeout == want.timeout && got.Generation == want.gen &&
-		got.Attempts == want.attempts && (want.attempts == 0 || got.Reason == want.reason)
-}
-
 // cloneCoordinator deep-copies c, so the check after each step can ask
 // NextDeadline (which tidies the heap) without disturbing the lazy state the
 // next operation sees.
@@ -285,6 +19,7 @@ func cloneCoordinator(c *Coordinator) *Coordinator {
 	d := *c
 	d.entries = make(map[string]*entry, len(c.entries))
 	d.heap = make([]*entry, len(c.heap))
+	d.perInst = maps.Clone(c.perInst)
 	for k, e := range c.entries {
 		ce := *e
 		d.entries[k] = &ce
@@ -295,23 +30,53 @@ func cloneCoordinator(c *Coordinator) *Coordinator {
 	return &d
 }
 
-var modelKeys = []string{"a", "b", "c", "d", "e", "f"}
-
-func sameDue(got, want Due) bool {
-	return got.Key == want.Key && got.IdleFor == want.IdleFor && got.ConfiguredTimeout == want.ConfiguredTimeout &&
-		got.Reason == want.Reason && got.Deadline.Equal(want.Deadline) && got.Generation == want.Generation &&
-		got.Attempt == want.Attempt
-}
+// modelKeys belong to three instances: x (three keys), y (two) and z (one
+// key without a dot), so MaxPerInstance 1 and 2 refuse some.
+var modelKeys = []string{"x.1", "x.2", "x.3", "y.1", "y.2", "z"}
 
 // modelCoverage counts, over all the runs of TestModel, the situations the
 // reliability features are about, so the test fails if its generators stop
 // reaching them.
 type modelCoverage struct {
 	redeliveries, restartsPending, restoresDraining, extendsPending int
+	// exactRedeliveries are collected at their jittered time to the
+	// nanosecond.
+	exactRedeliveries int
+	// forcedDrains were collected with the reason given to Force;
+	// forcedThenActive had activity between Force and collection.
+	forcedDrains, forcedThenActive int
+	// heldBack counts AppendDueN calls whose n left due work for later.
+	heldBack int
+	// forgottenResend were forgotten at a re-send time, forgottenIdle
+	// without redelivery.
+	forgottenResend, forgottenIdle int
+	// instanceFull counts refusals by MaxPerInstance.
+	instanceFull int
+	// extendsCapped counts Running backends whose last activity Extend
+	// held back at now.
+	extendsCapped int
+}
+
+func (c modelCoverage) zero() []string {
+	var z []string
+	for name, n := range map[string]int{
+		"redeliveries": c.redeliveries, "restartsPending": c.restartsPending, "restoresDraining": c.restoresDraining,
+		"extendsPending": c.extendsPending, "exactRedeliveries": c.exactRedeliveries, "forcedDrains": c.forcedDrains,
+		"forcedThenActive": c.forcedThenActive, "heldBack": c.heldBack, "forgottenResend": c.forgottenResend,
+		"forgottenIdle": c.forgottenIdle, "instanceFull": c.instanceFull, "extendsCapped": c.extendsCapped,
+	} {
+		if n == 0 {
+			z = append(z, name)
+		}
+	}
+	slices.Sort(z)
+	return z
 }
 
 // TestModel runs random operation sequences against the Coordinator and the
-// naive reference and checks they agree after every step.
+// naive reference and checks they agree after every step. The reference
+// computes jitter with hash/fnv (refJitter), independently of the
+// package's jitter.
 func TestModel(t *testing.T) {
 	var cov modelCoverage
 	rapid.Check(t, func(t *rapid.T) {
@@ -322,6 +87,11 @@ func TestModel(t *testing.T) {
 			RetryInterval:      retry,
 			// 0 selects 16 x retry; 1 ms is below retry and lifts to it.
 			RetryMaxInterval: rapid.SampledFrom([]time.Duration{0, time.Millisecond, 4 * time.Millisecond, 7 * time.Millisecond}).Draw(t, "retry_max"),
+			// 0: never; -1 ms is off too.
+			ForgetAfter: rapid.SampledFrom([]time.Duration{-time.Millisecond, 0, 2 * time.Millisecond, 5 * time.Millisecond, 9 * time.Millisecond}).Draw(t, "forget_after"),
+			// 1 and 2 bind on instances x and y; 3 never binds (x has three
+			// keys); 0 and -1 are off.
+			MaxPerInstance: rapid.SampledFrom([]int{-1, 0, 1, 1, 2, 2, 3}).Draw(t, "max_per_instance"),
 		}
 		ref := newRefModel(p)
 		c := New(p)
@@ -345,77 +115,127 @@ func TestModel(t *testing.T) {
 			ref.m[key].gen = b.Generation
 		}
 
-		// afterMark checks the result of a mark against the model and records
+		// mark runs a mark on both sides and checks the result, recording
 		// the generation of a backend that has just become Running.
-		afterMark := func(t *rapid.T, key string, got Change, err error, want Change, wantErr error, becameRunning bool) {
-			if got != want || !errors.Is(err, wantErr) {
+		mark := func(t *rapid.T, key string, timeout *time.Duration) {
+			if b, ok := ref.m[key]; ok && b.forced != 0 {
+				cov.forcedThenActive++
+			}
+			d := ref.defTimeout
+			if timeout != nil {
+				d = *timeout
+			}
+			want, becameRunning, wantErr := ref.mark(key, now, d)
+			var got Change
+			var err error
+			if timeout == nil {
+				got, err = c.MarkActivity(key, now)
+			} else {
+				got, err = c.MarkActivityWithTimeout(key, now, *timeout)
+			}
+			if got != want || !sameErr(err, wantErr) {
 				t.Fatalf("mark %q: got %03b, %v; want %03b, %v", key, got, err, want, wantErr)
+			}
+			if errors.As(wantErr, new(refInstanceFull)) {
+				cov.instanceFull++
 			}
 			if becameRunning {
 				fresh(t, "mark", key)
 			}
 		}
 
-		// checkDues compares dues with the model's. CollectDue promises the
-		// order of due times (at), the Quiesce methods the order of keys.
-		checkDues := func(t *rapid.T, op string, got, want []Due, at map[string]time.Time) {
-			if at != nil {
-				if !slices.IsSortedFunc(got, func(a, b Due) int { return at[a.Key].Compare(at[b.Key]) }) {
-					t.Fatalf("%s at %v: got %v; want the order of due times %v", op, now.Sub(t0), dueKeys(got), at)
-				}
-				got = slices.Clone(got)
-				slices.SortFunc(got, func(a, b Due) int { return strings.Compare(a.Key, b.Key) })
-			}
-			if len(got) != len(want) {
-				t.Fatalf("%s at %v: got %v; want %v", op, now.Sub(t0), dueKeys(got), dueKeys(want))
-			}
-			for i := range want {
-				if !sameDue(got[i], want[i]) {
-					t.Fatalf("%s at %v: got %+v; want %+v", op, now.Sub(t0), got[i], want[i])
-				}
-				if want[i].Attempt > 1 {
-					cov.redeliveries++
-				}
-			}
-		}
-
+		// collect is AppendDueN(dst, now, n) (CollectDue when n is 0 and
+		// dst empty). The model knows which backends are due and when; the
+		// Coordinator must return the n earliest of them (all when n <= 0)
+		// in the order of their due times, ties in any order, each described
+		// as the model's action on it, after what dst held.
 		collect := func(t *rapid.T) {
-			want, at := ref.collect(now)
-			checkDues(t, "CollectDue", c.CollectDue(now), want, at)
+			// 1 most often: the smallest n that holds work back.
+			n := rapid.SampledFrom([]int{-1, 0, 1, 1, 2}).Draw(t, "n")
+			dst := []Due{{Key: "already there"}}[:rapid.IntRange(0, 1).Draw(t, "dst_len")]
+			at := ref.due(now)
+			var got []Due
+			if n == 0 && len(dst) == 0 {
+				got = c.CollectDue(now)
+			} else {
+				got = c.AppendDueN(dst, now, n)
+				if len(got) < len(dst) || (len(dst) > 0 && got[0].Key != dst[0].Key) {
+					t.Fatalf("AppendDueN(%v, n=%d): got %v; want it after what dst held", dueKeys(dst), n, dueKeys(got))
+				}
+				got = got[len(dst):]
+			}
+			want := len(at)
+			if n > 0 && n < want {
+				want = n
+				cov.heldBack++
+			}
+			if len(got) != want {
+				t.Fatalf("AppendDueN(n=%d) at %v: got %v; want %d of the due %v", n, now.Sub(t0), dueKeys(got), want, at)
+			}
+			returned := map[string]bool{}
+			for i, d := range got {
+				dueAt, ok := at[d.Key]
+				switch {
+				case !ok || returned[d.Key]:
+					t.Fatalf("AppendDueN(n=%d) at %v: got %v; want each of the due %v at most once", n, now.Sub(t0), dueKeys(got), at)
+				case i > 0 && dueAt.Before(at[got[i-1].Key]):
+					t.Fatalf("AppendDueN(n=%d) at %v: got %v; want the order of due times %v", n, now.Sub(t0), dueKeys(got), at)
+				}
+				returned[d.Key] = true
+			}
+			if len(got) > 0 {
+				last := at[got[len(got)-1].Key]
+				for k, dueAt := range at {
+					if !returned[k] && dueAt.Before(last) {
+						t.Fatalf("AppendDueN(n=%d) at %v: got %v, holding back %s due at %v; want the earliest first (due %v)",
+							n, now.Sub(t0), dueKeys(got), k, dueAt.Sub(t0), at)
+					}
+				}
+			}
+			for _, d := range got {
+				b := ref.m[d.Key]
+				forced, redelivering := b.state == Running && b.forced != 0, ref.redelivering(b)
+				exact := redelivering && now.Equal(b.next)
+				w := ref.act(d.Key, now)
+				if !sameDue(d, w) {
+					t.Fatalf("AppendDueN(n=%d) at %v: got %+v; want %+v", n, now.Sub(t0), d, w)
+				}
+				switch {
+				case forced:
+					cov.forcedDrains++
+				case w.Forgotten && redelivering:
+					cov.forgottenResend++
+				case w.Forgotten:
+					cov.forgottenIdle++
+				case w.Attempt > 1:
+					cov.redeliveries++
+					if exact {
+						cov.exactRedeliveries++
+					}
+				}
+			}
 		}
 
 		t.Repeat(map[string]func(*rapid.T){
 			"MarkActivity": func(t *rapid.T) {
-				k := keyGen.Draw(t, "key")
-				want, becameRunning, wantErr := ref.mark(k, now, ref.defTimeout)
-				got, err := c.MarkActivity(k, now)
-				afterMark(t, k, got, err, want, wantErr, becameRunning)
+				mark(t, keyGen.Draw(t, "key"), nil)
 			},
 			"MarkActivityWithTimeout": func(t *rapid.T) {
 				k := keyGen.Draw(t, "key")
 				d := time.Duration(rapid.IntRange(-1, 5).Draw(t, "timeout_ms")) * time.Millisecond
-				want, becameRunning, wantErr := ref.mark(k, now, d)
-				got, err := c.MarkActivityWithTimeout(k, now, d)
-				afterMark(t, k, got, err, want, wantErr, becameRunning)
+				mark(t, k, &d)
 			},
 			"MarkDraining": func(t *rapid.T) {
 				k := keyGen.Draw(t, "key")
-				b, want := ref.m[k]
-				if want && b.state != Draining {
-					// A report, not an emission: nothing to redeliver.
-					b.state, b.attempts = Draining, 0
-				}
-				if got := c.MarkDraining(k); got != want {
+				want := ref.report(k, now, Draining)
+				if got := c.MarkDraining(k, now); got != want {
 					t.Fatalf("MarkDraining(%q): got %v; want %v", k, got, want)
 				}
 			},
 			"MarkQuiesced": func(t *rapid.T) {
 				k := keyGen.Draw(t, "key")
-				b, want := ref.m[k]
-				if want {
-					b.state, b.attempts = Quiesced, 0
-				}
-				if got := c.MarkQuiesced(k); got != want {
+				want := ref.report(k, now, Quiesced)
+				if got := c.MarkQuiesced(k, now); got != want {
 					t.Fatalf("MarkQuiesced(%q): got %v; want %v", k, got, want)
 				}
 			},
@@ -443,6 +263,15 @@ func TestModel(t *testing.T) {
 				now = now.Add(time.Duration(rapid.IntRange(1, 4).Draw(t, "tick_ms")) * time.Millisecond)
 				collect(t)
 			},
+			// Timer fires exactly at the model's next deadline when it is
+			// ahead, so jittered redeliveries and forgetting times are hit
+			// to the nanosecond.
+			"Timer": func(t *rapid.T) {
+				if dl, ok := ref.nextDeadline(); ok && dl.After(now) {
+					now = dl
+				}
+				collect(t)
+			},
 			"NextDeadline": func(t *rapid.T) {
 				got, ok := c.NextDeadline()
 				want, wantOK := ref.nextDeadline()
@@ -450,39 +279,45 @@ func TestModel(t *testing.T) {
 					t.Fatalf("NextDeadline: got %v, %v; want %v, %v", got, ok, want, wantOK)
 				}
 			},
-			"Quiesce": func(t *rapid.T) {
+			"Force": func(t *rapid.T) {
 				k := keyGen.Draw(t, "key")
 				r := reasonGen.Draw(t, "reason")
-				var want Due
-				b, wantOK := ref.m[k]
-				wantOK = wantOK && b.state == Running
-				if wantOK {
-					want = ref.drain(k, b, now, r)
-				}
-				got, ok := c.Quiesce(k, now, r)
-				if ok != wantOK || !sameDue(got, want) {
-					t.Fatalf("Quiesce(%q, %v): got %+v, %v; want %+v, %v", k, r, got, ok, want, wantOK)
+				want := ref.force(k, now, r)
+				if got := c.Force(k, now, r); got != want {
+					t.Fatalf("Force(%q, %v): got %v; want %v", k, r, got, want)
 				}
 			},
-			"QuiesceMatching": func(t *rapid.T) {
+			// ForceHeartbeat is a forced drain that the backend's heartbeat
+			// follows before it is collected: the drain must still happen.
+			"ForceHeartbeat": func(t *rapid.T) {
+				k := keyGen.Draw(t, "key")
+				r := reasonGen.Draw(t, "reason")
+				mark(t, k, nil) // Running, unless a limit refuses it
+				want := ref.force(k, now, r)
+				if got := c.Force(k, now, r); got != want {
+					t.Fatalf("Force(%q, %v): got %v; want %v", k, r, got, want)
+				}
+				now = now.Add(time.Duration(rapid.IntRange(0, 2).Draw(t, "heartbeat_ms")) * time.Millisecond)
+				mark(t, k, nil)
+			},
+			// ForceMatching is an operator's drain of several keys at once.
+			"ForceMatching": func(t *rapid.T) {
 				set := subsetGen.Draw(t, "keys")
 				r := reasonGen.Draw(t, "reason")
-				var want []Due
-				for _, k := range ref.keys() {
-					if b := ref.m[k]; b.state == Running && slices.Contains(set, k) {
-						want = append(want, ref.drain(k, b, now, r))
+				for _, k := range set {
+					want := ref.force(k, now, r)
+					if got := c.Force(k, now, r); got != want {
+						t.Fatalf("Force(%q, %v) of %v: got %v; want %v", k, r, set, got, want)
 					}
 				}
-				got := c.QuiesceMatching(now, r, func(k string) bool { return slices.Contains(set, k) })
-				checkDues(t, "QuiesceMatching", got, want, nil)
 			},
 			"Extend": func(t *rapid.T) {
 				d := time.Duration(rapid.IntRange(-1, 6).Draw(t, "outage_ms")) * time.Millisecond
 				if _, pending := ref.nextDeadline(); pending && d > 0 {
 					cov.extendsPending++
 				}
-				ref.extend(d)
-				c.Extend(d)
+				cov.extendsCapped += ref.extend(d, now)
+				c.Extend(d, now)
 			},
 			"Restore": func(t *rapid.T) {
 				rec := Record{
@@ -500,8 +335,11 @@ func TestModel(t *testing.T) {
 					cov.restoresDraining++
 				}
 				wantErr := ref.restore(rec, now)
-				if err := c.Restore(rec, now); !errors.Is(err, wantErr) {
+				if err := c.Restore(rec, now); !sameErr(err, wantErr) {
 					t.Fatalf("Restore(%+v): got %v; want %v", rec, err, wantErr)
+				}
+				if errors.As(wantErr, new(refInstanceFull)) {
+					cov.instanceFull++
 				}
 			},
 			// Restart rebuilds the Coordinator from its own Records, as the
@@ -512,7 +350,7 @@ func TestModel(t *testing.T) {
 					b := ref.m[k]
 					rec, ok := c.Record(k)
 					if !ok || rec.Key != k || rec.State != b.state || rec.IdleTimeout != b.timeout || rec.Generation != b.gen ||
-						b.attempts > 0 && rec.Reason != b.reason {
+						rec.Reason != b.reason {
 						t.Fatalf("Record(%q): got %+v, %v; want state %v, timeout %v, generation %d, reason %v",
 							k, rec, ok, b.state, b.timeout, b.gen, b.reason)
 					}
@@ -573,24 +411,25 @@ func TestModel(t *testing.T) {
 				}
 				for _, k := range modelKeys {
 					b, ok := c.Get(k, now)
+					st, stOK := c.State(k)
 					r, want := ref.m[k]
-					if ok != want {
-						t.Fatalf("Get(%q): got tracked %v; want %v", k, ok, want)
+					if ok != want || stOK != want {
+						t.Fatalf("Get(%q), State(%q): got tracked %v, %v; want %v", k, k, ok, stOK, want)
 					}
-					if ok && !sameBackend(b, k, r, now) {
-						t.Fatalf("Get(%q) at %v: got %+v; want %+v", k, now.Sub(t0), b, *r)
+					if ok && (!sameBackend(b, k, r, now) || st != r.state) {
+						t.Fatalf("Get(%q) at %v: got %+v, State %v; want %+v", k, now.Sub(t0), b, st, *r)
 					}
 				}
 				got, ok := cloneCoordinator(c).NextDeadline()
 				want, wantOK := ref.nextDeadline()
 				if ok != wantOK || !got.Equal(want) {
-					t.Fatalf("NextDeadline (on a copy): got %v, %v; want %v, %v", got, ok, want, wantOK)
+					t.Fatalf("NextDeadline (on a copy) at %v: got %v, %v; want %v, %v", now.Sub(t0), got.Sub(t0), ok, want.Sub(t0), wantOK)
 				}
 			},
 		})
 	})
-	if !t.Failed() && (cov.redeliveries == 0 || cov.restartsPending == 0 || cov.restoresDraining == 0 || cov.extendsPending == 0) {
-		t.Errorf("coverage: got %+v; want every count above 0 (the generators no longer reach redelivery, restart, restore or extend)", cov)
+	if z := cov.zero(); !t.Failed() && len(z) > 0 {
+		t.Errorf("coverage: got %+v; want every count above 0 (the generators no longer reach %v)", cov, z)
 	}
 	t.Logf("coverage: %+v", cov)
 }
@@ -608,8 +447,8 @@ func TestRestartAfterQuiescedThenDraining(t *testing.T) {
 	if got := c.CollectDue(t0.Add(time.Second)); len(got) != 1 {
 		t.Fatalf("CollectDue: got %v; want [k]", dueKeys(got))
 	}
-	c.MarkQuiesced("k")
-	c.MarkDraining("k")
+	c.MarkQuiesced("k", t0.Add(time.Second))
+	c.MarkDraining("k", t0.Add(time.Second))
 	now := t0.Add(2 * time.Second)
 	if got := c.CollectDue(now.Add(time.Hour)); len(got) != 0 || c.Unacknowledged() != 0 {
 		t.Fatalf("before the restart: got dues %+v, unacknowledged %d; want none, 0", got, c.Unacknowledged())
@@ -625,6 +464,24 @@ func TestRestartAfterQuiescedThenDraining(t *testing.T) {
 	if got := c2.CollectDue(now.Add(time.Hour)); len(got) != 0 {
 		t.Errorf("after restoring %+v: got redelivery %+v; want none (no redelivery after quiesced)", rec, got)
 	}
+}
+
+// refCollectAll is the model's CollectDue: every due action at now, in the
+// order of due times, ties by key.
+func refCollectAll(r *refModel, now time.Time) []Due {
+	at := r.due(now)
+	keys := slices.Collect(maps.Keys(at))
+	slices.SortFunc(keys, func(a, b string) int {
+		if c := at[a].Compare(at[b]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	out := make([]Due, len(keys))
+	for i, k := range keys {
+		out[i] = r.act(k, now)
+	}
+	return out
 }
 
 // TestModelCompareHelpers makes sure the model's own arithmetic is what the
@@ -643,12 +500,18 @@ func TestModelCompareHelpers(t *testing.T) {
 		{name: "clamp keeps 3ms", got: refClamp(3 * time.Millisecond), want: 3 * time.Millisecond},
 		{name: "idle forwards", got: refIdle(t0.Add(time.Second), t0), want: time.Second},
 		{name: "idle backwards saturates", got: refIdle(t0, t0.Add(time.Second)), want: 0},
-		{name: "delay after attempt 1", got: backoff.delay(1), want: time.Second},
-		{name: "delay doubles", got: backoff.delay(3), want: 4 * time.Second},
-		{name: "delay capped", got: backoff.delay(4), want: 5 * time.Second},
-		{name: "delay stays capped", got: backoff.delay(40), want: 5 * time.Second},
-		{name: "default cap is 16 x retry", got: defaultCap.delay(10), want: 16 * time.Second},
-		{name: "cap below retry lifts to retry", got: lifted.delay(2), want: 3 * time.Second},
+		{name: "later", got: later(t0, t0.Add(time.Second)).Sub(t0), want: time.Second},
+		{name: "earlier", got: earlier(t0.Add(time.Second), t0).Sub(t0), want: 0},
+		{name: "wait after attempt 1", got: backoff.base(1), want: time.Second},
+		{name: "wait doubles", got: backoff.base(3), want: 4 * time.Second},
+		{name: "wait capped", got: backoff.base(4), want: 5 * time.Second},
+		{name: "wait stays capped", got: backoff.base(40), want: 5 * time.Second},
+		{name: "default cap is 16 x retry", got: defaultCap.base(10), want: 16 * time.Second},
+		{name: "cap below retry lifts to retry", got: lifted.base(2), want: 3 * time.Second},
+		{name: "delay is the wait plus its jitter", got: backoff.delay(3, "k"), want: 4*time.Second + refJitter(time.Second, "k", 3)},
+		{name: "no jitter over an empty span", got: refJitter(0, "k", 1), want: 0},
+		{name: "no jitter over a negative span", got: refJitter(-time.Second, "k", 1), want: 0},
+		{name: "jitter over a 1ns span", got: refJitter(1, "k", 1), want: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -657,23 +520,72 @@ func TestModelCompareHelpers(t *testing.T) {
 			}
 		})
 	}
+	for _, n := range []int{1, 2, 3, 4, 40} {
+		if d, b := backoff.delay(n, "k"), backoff.base(n); d < b || d >= b+b/4 {
+			t.Errorf("model delay(%d): got %v; want in [%v, %v)", n, d, b, b+b/4)
+		}
+	}
+	for key, want := range map[string]string{"x.1": "x", "x.y.z": "x", "z": "z", ".x": "", "": ""} {
+		if got := refInstance(key); got != want {
+			t.Errorf("refInstance(%q): got %q; want %q", key, got, want)
+		}
+	}
+
 	r := newRefModel(Policy{DefaultIdleTimeout: time.Millisecond, MaxBackends: 1, RetryInterval: time.Millisecond})
 	if ch, becameRunning, err := r.mark("a", t0, 0); ch != Added || err != nil || !becameRunning {
 		t.Errorf("model mark new: got %03b, %v, %v; want Added, nil, true", ch, err, becameRunning)
 	}
-	if _, _, err := r.mark("b", t0, 0); !errors.Is(err, ErrFull) {
+	if _, _, err := r.mark("b", t0, 0); err != ErrFull {
 		t.Errorf("model mark beyond max: got %v; want ErrFull", err)
 	}
-	if got, _ := r.collect(t0.Add(time.Millisecond - 1)); len(got) != 0 {
+	if got := refCollectAll(r, t0.Add(time.Millisecond-1)); len(got) != 0 {
 		t.Errorf("model collect 1ns early: got %v; want none", dueKeys(got))
 	}
-	if got, _ := r.collect(t0.Add(time.Millisecond)); len(got) != 1 || got[0].Key != "a" || got[0].Attempt != 1 {
+	if got := refCollectAll(r, t0.Add(time.Millisecond)); len(got) != 1 || got[0].Key != "a" || got[0].Attempt != 1 {
 		t.Errorf("model collect at deadline: got %+v; want [a] attempt 1", got)
 	}
-	if got, _ := r.collect(t0.Add(2 * time.Millisecond)); len(got) != 1 || got[0].Attempt != 2 || got[0].Reason != IdleTimeout {
-		t.Errorf("model collect one retry later: got %+v; want [a] attempt 2, idle_timeout", got)
+	retryAt := t0.Add(2*time.Millisecond + refJitter(time.Millisecond/4, "a", 1))
+	if got := refCollectAll(r, retryAt.Add(-1)); len(got) != 0 {
+		t.Errorf("model collect 1ns before the jittered retry: got %+v; want none", got)
+	}
+	if got := refCollectAll(r, retryAt); len(got) != 1 || got[0].Attempt != 2 || got[0].Reason != IdleTimeout {
+		t.Errorf("model collect one jittered retry later: got %+v; want [a] attempt 2, idle_timeout", got)
 	}
 	if got := r.unacknowledged(); got != 1 {
 		t.Errorf("model unacknowledged: got %d; want 1", got)
+	}
+
+	// Per-instance bound, forced drains and forgetting.
+	q := newRefModel(Policy{DefaultIdleTimeout: time.Second, MaxPerInstance: 1, ForgetAfter: time.Minute})
+	if _, _, err := q.mark("x.1", t0, time.Second); err != nil {
+		t.Fatalf("model mark x.1: got %v; want nil", err)
+	}
+	_, _, err := q.mark("x.2", t0, time.Second)
+	if !errors.Is(err, ErrFull) || !sameErr(fmt.Errorf("%w: instance %q tracks 1 backends", ErrFull, "x"), err) || sameErr(ErrFull, err) {
+		t.Errorf("model mark beyond the instance's bound: got %v; want ErrFull wrapped, naming x", err)
+	}
+	if _, _, err := q.mark("y.1", t0, time.Second); err != nil {
+		t.Errorf("model mark of another instance: got %v; want nil", err)
+	}
+	if !q.force("x.1", t0.Add(time.Millisecond), Maintenance) || q.force("nobody", t0, Maintenance) || q.force("y.1", t0, 0) {
+		t.Errorf("model force: want true for a running key only, with a reason")
+	}
+	q.mark("x.1", t0.Add(2*time.Millisecond), time.Second)
+	if got := refCollectAll(q, t0.Add(time.Millisecond)); len(got) != 1 || got[0].Key != "x.1" || got[0].Reason != Maintenance {
+		t.Errorf("model collect of a forced drain after activity: got %+v; want x.1, maintenance", got)
+	}
+	q.report("x.1", t0.Add(10*time.Second), Quiesced)
+	if dl, _ := q.nextDeadline(); !dl.Equal(t0.Add(time.Second)) {
+		t.Errorf("model next deadline: got %v; want y.1's t0+1s", dl.Sub(t0))
+	}
+	q.report("y.1", t0.Add(20*time.Second), Quiesced)
+	if dl, _ := q.nextDeadline(); !dl.Equal(t0.Add(70 * time.Second)) {
+		t.Errorf("model next deadline: got %v; want x.1 forgotten at t0+70s", dl.Sub(t0))
+	}
+	if got := refCollectAll(q, t0.Add(80*time.Second)); len(got) != 2 || got[0].Key != "x.1" || !got[0].Forgotten || got[1].Key != "y.1" || !got[1].Forgotten {
+		t.Errorf("model collect of quiesced backends a minute later: got %+v; want x.1, y.1 forgotten", got)
+	}
+	if len(q.m) != 0 {
+		t.Errorf("model after forgetting: got %d backends; want none", len(q.m))
 	}
 }

@@ -21,9 +21,14 @@ func TestRedeliveryBackoff(t *testing.T) {
 		t.Fatalf("first collect: got %+v; want one Due with Attempt 1", first)
 	}
 	gen := first[0].Generation
-	// Retries after 1s, 2s, 4s, 4s (capped) since each previous attempt.
+	// Retries after 1s, 2s, 4s, 4s (capped) since each previous attempt,
+	// each plus its jitter: up to a quarter more, fixed by key and attempt.
 	at := rt0.Add(10 * time.Second)
-	for i, wait := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+	for i, base := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 4 * time.Second} {
+		wait := base + time.Duration(jitter(int64(base/4), "k", uint16(i+1)))
+		if wait < base || wait >= base+base/4 {
+			t.Fatalf("attempt %d: got wait %v; want in [%v, %v)", i+2, wait, base, base+base/4)
+		}
 		if got := c.CollectDue(at.Add(wait - time.Nanosecond)); len(got) != 0 {
 			t.Fatalf("attempt %d: 1ns early got %+v; want nothing", i+2, got)
 		}
@@ -52,11 +57,13 @@ func TestRedeliveryEnds(t *testing.T) {
 		wantUnak int
 		wantNext bool
 	}{
-		{"quiesced", func(c *Coordinator, _ time.Time) { c.MarkQuiesced("k") }, 0, false},
+		{"quiesced", func(c *Coordinator, now time.Time) { c.MarkQuiesced("k", now) }, 0, false},
 		{"removed", func(c *Coordinator, _ time.Time) { c.Remove("k") }, 0, false},
 		{"activity", func(c *Coordinator, now time.Time) { markDefault(t, c, "k", now) }, 0, true},
-		{"draining report keeps retrying", func(c *Coordinator, _ time.Time) { c.MarkDraining("k") }, 1, true},
+		{"draining report keeps retrying", func(c *Coordinator, now time.Time) { c.MarkDraining("k", now) }, 1, true},
 	}
+	// The first redelivery: one interval and its jitter after the drain.
+	retryAt := rt0.Add(11*time.Second + time.Duration(jitter(int64(time.Second/4), "k", 1)))
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := New(retryPolicy())
@@ -68,7 +75,10 @@ func TestRedeliveryEnds(t *testing.T) {
 			if got := c.Unacknowledged(); got != tt.wantUnak {
 				t.Errorf("Unacknowledged: got %d; want %d", got, tt.wantUnak)
 			}
-			got := c.CollectDue(rt0.Add(11 * time.Second))
+			if got := c.CollectDue(retryAt.Add(-1)); len(got) != 0 {
+				t.Errorf("after %s, 1ns before the redelivery: got %+v; want none", tt.name, got)
+			}
+			got := c.CollectDue(retryAt)
 			if tt.wantUnak == 0 && len(got) != 0 {
 				t.Errorf("after %s: got redelivery %+v; want none", tt.name, got)
 			}
@@ -78,6 +88,7 @@ func TestRedeliveryEnds(t *testing.T) {
 			if _, ok := c.NextDeadline(); ok != tt.wantNext {
 				t.Errorf("NextDeadline ok: got %v; want %v", ok, tt.wantNext)
 			}
+			checkInvariants(t, c)
 		})
 	}
 }
@@ -102,14 +113,19 @@ func TestNoRedeliveryWhenOff(t *testing.T) {
 func TestForcedQuiesceKeepsReasonOnRedelivery(t *testing.T) {
 	c := New(retryPolicy())
 	markDefault(t, c, "k", rt0)
-	d, ok := c.Quiesce("k", rt0.Add(time.Second), Maintenance)
-	if !ok || d.Attempt != 1 || d.Reason != Maintenance {
-		t.Fatalf("Quiesce: got %+v,%v; want attempt 1, maintenance", d, ok)
+	d := forceNow(t, c, "k", rt0.Add(time.Second), Maintenance)
+	if d.Attempt != 1 || d.Reason != Maintenance {
+		t.Fatalf("forced drain: got %+v; want attempt 1, maintenance", d)
 	}
-	got := c.CollectDue(rt0.Add(2 * time.Second))
+	retryAt := rt0.Add(2*time.Second + time.Duration(jitter(int64(time.Second/4), "k", 1)))
+	if got := c.CollectDue(retryAt.Add(-1)); len(got) != 0 {
+		t.Fatalf("1ns before the redelivery: got %+v; want none", got)
+	}
+	got := c.CollectDue(retryAt)
 	if len(got) != 1 || got[0].Reason != Maintenance || got[0].Attempt != 2 {
 		t.Fatalf("redelivery: got %+v; want maintenance attempt 2", got)
 	}
+	checkInvariants(t, c)
 }
 
 func TestRestore(t *testing.T) {
@@ -122,7 +138,8 @@ func TestRestore(t *testing.T) {
 		wantUnak  int
 	}{
 		{"running gets a full timeout of grace", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Running, Generation: 7}, Running, []time.Duration{5 * time.Second}, 0},
-		{"draining stays draining and is redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7, Reason: IdleTimeout}, Draining, []time.Duration{time.Second}, 1},
+		{"draining stays draining and is redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7, Reason: IdleTimeout}, Draining,
+			[]time.Duration{time.Second + time.Duration(jitter(int64(time.Second/4), "k", 1))}, 1},
 		{"draining by report is not redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7}, Draining, nil, 0},
 		{"quiesced stays quiesced", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Quiesced, Generation: 7, Reason: IdleTimeout}, Quiesced, nil, 0},
 	}
@@ -152,6 +169,7 @@ func TestRestore(t *testing.T) {
 			if len(got) != 1 || got[0].Generation != 7 {
 				t.Fatalf("got %+v; want k with generation 7", got)
 			}
+			checkInvariants(t, c)
 		})
 	}
 }
@@ -199,24 +217,34 @@ func TestExtend(t *testing.T) {
 	if got := c.CollectDue(rt0); len(got) != 1 || got[0].Key != "drained" {
 		t.Fatalf("got %+v; want drained due", got)
 	}
-	// An outage of 30 s: the running backend's deadline (rt0+10s) and the
-	// redelivery (rt0+1s) both move 30 s later.
-	c.Extend(30 * time.Second)
-	if got := c.CollectDue(rt0.Add(31*time.Second - time.Nanosecond)); len(got) != 0 {
+	// An outage of 30 s, over at rt0+30s: the running backend's deadline
+	// (rt0+10s) and the redelivery (rt0+1s and its jitter) both move 30 s
+	// later.
+	end := rt0.Add(30 * time.Second)
+	c.Extend(30*time.Second, end)
+	checkInvariants(t, c)
+	retryAt := rt0.Add(31*time.Second + time.Duration(jitter(int64(time.Second/4), "drained", 1)))
+	if got := c.CollectDue(retryAt.Add(-time.Nanosecond)); len(got) != 0 {
 		t.Fatalf("before the shifted times: got %+v; want nothing", got)
 	}
-	got := c.CollectDue(rt0.Add(31 * time.Second))
+	got := c.CollectDue(retryAt)
 	if len(got) != 1 || got[0].Key != "drained" || got[0].Attempt != 2 {
 		t.Fatalf("got %+v; want the redelivery of drained", got)
 	}
-	// The next redelivery (attempt 3) waits 2 s: rt0+33s; the idle
-	// deadline is rt0+40s.
+	// The next redelivery (attempt 3) waits 2 s and its jitter: before
+	// rt0+34s; the idle deadline is rt0+40s.
 	got = c.CollectDue(rt0.Add(40 * time.Second))
 	if len(got) != 2 || got[0].Key != "drained" || got[0].Attempt != 3 || got[1].Key != "idle" || got[1].IdleFor != 10*time.Second {
 		t.Fatalf("got %+v; want drained attempt 3, then idle with IdleFor 10s (the outage does not count)", got)
 	}
-	c.Extend(0)
-	c.Extend(-time.Second)
+	// No outage, no change.
+	before, _ := c.NextDeadline()
+	c.Extend(0, end)
+	c.Extend(-time.Second, end)
+	if after, _ := c.NextDeadline(); !after.Equal(before) {
+		t.Errorf("NextDeadline after Extend(0) and Extend(-1s): got %v; want unchanged %v", after, before)
+	}
+	checkInvariants(t, c)
 }
 
 func markDefault(t *testing.T, c *Coordinator, key string, now time.Time) {
@@ -241,8 +269,10 @@ func TestRetryBackoffHugeCapDoesNotOverflow(t *testing.T) {
 		if !ok || dl.Before(at) {
 			t.Fatalf("attempt %d: NextDeadline got %v, %v; want a time after %v", attempt, dl, ok, at)
 		}
-		if attempt < 40 && !dl.Equal(at.Add(wait)) {
-			t.Fatalf("attempt %d: NextDeadline got %v; want %v", attempt, dl, at.Add(wait))
+		// The wait after attempt n, jitter included.
+		jittered := wait + time.Duration(jitter(int64(wait/4), "k", uint16(attempt-1)))
+		if attempt < 40 && !dl.Equal(at.Add(jittered)) {
+			t.Fatalf("attempt %d: NextDeadline got %v; want %v", attempt, dl, at.Add(jittered))
 		}
 		if dl.Sub(rt0) > 100*365*24*time.Hour {
 			break // far enough: the epoch offset saturates from here on

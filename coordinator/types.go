@@ -103,8 +103,9 @@ func DefaultPolicy() Policy {
 	return Policy{DefaultIdleTimeout: DefaultIdleTimeout}
 }
 
-// Due is a backend that must be drained, as returned by CollectDue and the
-// Quiesce methods. The backend has already been moved to Draining.
+// Due is a backend that must be drained, as returned by CollectDue and
+// AppendDueN: the backend has already been moved to Draining. With Forgotten
+// set it is instead a backend the model stopped tracking.
 type Due struct {
 	Key string
 	// IdleFor is how long the backend had been idle when it was collected.
