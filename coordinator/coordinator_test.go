@@ -28,8 +28,9 @@ type fataler interface {
 // is in the heap at the position it records, and so is every Draining entry
 // that awaits a redelivery (sent a quiesce, redelivery on); no other entry
 // is; the heap is ordered by due; each Running heap key is a lower bound of
-// the real deadline; only Draining entries count attempts; and the per-state
-// and unacknowledged counts match the entries.
+// the real deadline; only Draining entries count attempts; the per-state
+// and unacknowledged counts match the entries; and the key index holds
+// exactly the entries of the map, in strictly ascending key order.
 func checkInvariants(tb fataler, c *Coordinator) {
 	tb.Helper()
 	var counts [Quiesced + 1]int
@@ -84,6 +85,20 @@ func checkInvariants(tb fataler, c *Coordinator) {
 	if got := c.Unacknowledged(); got != unacked {
 		tb.Fatalf("Unacknowledged: got %d; want %d (Draining entries with attempts)", got, unacked)
 	}
+	if got, want := c.index.Len(), len(c.entries); got != want {
+		tb.Fatalf("key index: got %d entries; want %d", got, want)
+	}
+	var prev *entry
+	c.index.Ascend(func(e *entry) bool {
+		if c.entries[e.key] != e {
+			tb.Fatalf("key index: entry %q is not the map's", e.key)
+		}
+		if prev != nil && prev.key >= e.key {
+			tb.Fatalf("key index order: got %q before %q", prev.key, e.key)
+		}
+		prev = e
+		return true
+	})
 }
 
 func mustMark(tb testing.TB, c *Coordinator, key string, now time.Time, timeout time.Duration) Change {
@@ -1400,7 +1415,9 @@ func TestStrings(t *testing.T) {
 }
 
 // TestImports keeps the coordinator a pure model: standard library time,
-// errors, fmt, math, sort/slices/maps, strings and container/* only.
+// errors, fmt, math, sort/slices/maps, strings and container/* only, and
+// the B-tree of its key index (a pure data structure: no I/O, no
+// goroutines). The Makefile's check-imports allows the same set.
 func TestImports(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -1417,6 +1434,7 @@ func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"errors": true, "fmt": true, "math": true, "slices": true, "sort": true,
 		"maps": true, "strings": true, "time": true,
+		"github.com/google/btree": true,
 	}
 	imports := strings.Fields(string(out))
 	if len(imports) == 0 {
@@ -1424,7 +1442,7 @@ func TestImports(t *testing.T) {
 	}
 	for _, imp := range imports {
 		if !allowed[imp] && !strings.HasPrefix(imp, "container/") {
-			t.Errorf("import %q: got a package outside the allowed set; want only errors, fmt, math, slices, sort, maps, strings, time, container/*", imp)
+			t.Errorf("import %q: got a package outside the allowed set; want only errors, fmt, math, slices, sort, maps, strings, time, container/*, github.com/google/btree", imp)
 		}
 	}
 }
