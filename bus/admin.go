@@ -99,19 +99,24 @@ func (w *Worker) adminList(req micro.Request) {
 		w.adminError(req, "400", rejectBadRequest, err)
 		return
 	}
+	// Gathered in slices, heartbeats handled between them (scan.go): the
+	// total counts every match, the page keeps the first lr.Limit of them
+	// in key order.
 	reply := ListReply{OK: true, Backends: []BackendInfo{}}
-	err = w.do(func() {
-		bs, total := w.coord.List(w.now(), pat.Match, lr.Limit)
-		for _, b := range bs {
+	err = w.scanMatching(pat, func(b coordinator.Backend) {
+		if reply.Total++; len(reply.Backends) < lr.Limit {
 			reply.Backends = append(reply.Backends, info(b))
 		}
-		reply.Total, reply.Truncated = total, total > len(bs)
-		reply.Unacknowledged = w.coord.Unacknowledged()
+	}, func(done bool) {
+		if done {
+			reply.Unacknowledged = w.coord.Unacknowledged()
+		}
 	})
 	if err != nil {
 		w.adminError(req, "503", -1, err)
 		return
 	}
+	reply.Truncated = reply.Total > len(reply.Backends)
 	w.adminReply(req, reply)
 }
 

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"strings"
+	"time"
 
 	"github.com/google/btree"
 )
@@ -21,12 +22,13 @@ func newIndex() *btree.BTreeG[*entry] {
 	return btree.NewG(indexDegree, func(a, b *entry) bool { return a.key < b.key })
 }
 
-// Scan visits, in ascending byte order, the keys of tracked backends that
-// start with prefix and sort after after ("" starts at the first), calling
-// visit with each until visit returns false or maxVisit keys have been
-// visited (maxVisit <= 0: no bound). It returns next, the last key visited
-// (after itself when none was), and more, whether a key with prefix sorts
-// after next: Scan(next, prefix, ...) resumes exactly there.
+// Scan visits, in ascending byte order of key, the tracked backends whose
+// keys start with prefix and sort after after ("" starts at the first),
+// calling visit with a snapshot of each at now, until visit returns false
+// or maxVisit backends have been visited (maxVisit <= 0: no bound). It
+// returns next, the key of the last backend visited (after itself when
+// none was), and more, whether a key with prefix sorts after next:
+// Scan(now, next, prefix, ...) resumes exactly there.
 //
 // The position of a scan is a key, not a pointer into the index, so a scan
 // done in slices may change the Coordinator between slices: resuming after
@@ -35,13 +37,15 @@ func newIndex() *btree.BTreeG[*entry] {
 // between slices is visited if and only if it sorts after the position.
 //
 // Keys that share a prefix are contiguous in the index, so a scan costs
-// O(log n) to find its start plus O(1) amortized per key visited, and a
-// scan of a prefix never looks at keys outside it. A prefix meant to select
-// whole tokens must end with ".": "dev-7." does not select "dev-70.x".
+// O(log n) to find its start plus O(1) amortized per backend visited, and
+// a scan of a prefix never looks at keys outside it. A prefix meant to
+// select whole tokens must end with ".": "dev-7." does not select
+// "dev-70.x".
 //
-// visit must not change the Coordinator (reading it, with Get, is fine): to
-// act on the keys of a slice, collect them and act after Scan returns.
-func (c *Coordinator) Scan(after, prefix string, maxVisit int, visit func(key string) bool) (next string, more bool) {
+// visit must not change the Coordinator (reading it is fine): to act on
+// the backends of a slice, collect their keys and act after Scan returns.
+func (c *Coordinator) Scan(now time.Time, after, prefix string, maxVisit int, visit func(Backend) bool) (next string, more bool) {
+	t := c.offset(now)
 	next = after
 	c.probe.key = max(after, prefix)
 	n, stopped := 0, false
@@ -57,7 +61,7 @@ func (c *Coordinator) Scan(after, prefix string, maxVisit int, visit func(key st
 		}
 		n++
 		next = e.key
-		stopped = !visit(e.key)
+		stopped = !visit(c.snapshot(e, t))
 		return true
 	})
 	c.probe.key = "" // keep no caller's string alive

@@ -4,6 +4,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/idle-worker/idle-worker/coordinator"
 )
 
 // listKeys returns n keys shaped like the README's, spread over 1000
@@ -49,7 +51,7 @@ func BenchmarkScan(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				seen := 0
-				if _, more := c.Scan("", "dev-7.gopls.", 0, func(string) bool { seen++; return true }); more || seen != n/1000 {
+				if _, more := c.Scan(benchT0, "", "dev-7.gopls.", 0, func(coordinator.Backend) bool { seen++; return true }); more || seen != n/1000 {
 					b.Fatalf("got %d keys, more %v; want %d, false", seen, more, n/1000)
 				}
 			}
@@ -60,7 +62,7 @@ func BenchmarkScan(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				next, more := c.Scan(after, "", slice, func(string) bool { seen++; return true })
+				next, more := c.Scan(benchT0, after, "", slice, func(coordinator.Backend) bool { seen++; return true })
 				if after = next; !more {
 					after = ""
 				}

@@ -12,8 +12,8 @@ import (
 // scanAll runs one Scan and returns the keys it visited; stopAt > 0 makes
 // visit return false on the stopAt-th key.
 func scanAll(c *Coordinator, after, prefix string, maxVisit, stopAt int) (keys []string, next string, more bool) {
-	next, more = c.Scan(after, prefix, maxVisit, func(k string) bool {
-		keys = append(keys, k)
+	next, more = c.Scan(t0, after, prefix, maxVisit, func(b Backend) bool {
+		keys = append(keys, b.Key)
 		return stopAt <= 0 || len(keys) < stopAt
 	})
 	return keys, next, more
@@ -73,20 +73,26 @@ func TestScan(t *testing.T) {
 	}
 }
 
-// TestScanMayRead: visit may read the Coordinator, here with Get.
-func TestScanMayRead(t *testing.T) {
-	c := New(DefaultPolicy())
-	for _, k := range []string{"b", "a", "c"} {
-		markDefault(t, c, k, t0)
+// TestScanSnapshots: Scan hands over the same snapshots as Get, and visit
+// may read the Coordinator.
+func TestScanSnapshots(t *testing.T) {
+	c := New(Policy{DefaultIdleTimeout: time.Minute, RetryInterval: time.Second})
+	for i, k := range []string{"b", "a", "c", "d"} {
+		mustMark(t, c, k, t0.Add(time.Duration(i)*time.Second), time.Duration(i+1)*time.Minute)
 	}
+	c.MarkDraining("b")
+	c.Quiesce("c", t0.Add(5*time.Second), Maintenance)
+	c.MarkQuiesced("d")
+	now := t0.Add(time.Minute)
 	var got []string
-	c.Scan("", "", 0, func(k string) bool {
-		if b, ok := c.Get(k, t0); ok {
-			got = append(got, b.Key)
+	c.Scan(now, "", "", 0, func(b Backend) bool {
+		got = append(got, b.Key)
+		if want, ok := c.Get(b.Key, now); !ok || b != want {
+			t.Errorf("Scan snapshot: got %+v; want %+v as Get has it", b, want)
 		}
 		return true
 	})
-	if want := []string{"a", "b", "c"}; !slices.Equal(got, want) {
+	if want := []string{"a", "b", "c", "d"}; !slices.Equal(got, want) {
 		t.Errorf("got %q; want %q", got, want)
 	}
 }
