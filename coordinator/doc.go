@@ -10,12 +10,12 @@
 // to call CollectDue next, so the caller arms one timer instead of polling.
 //
 // The package performs no I/O, starts no goroutines and never reads a clock:
-// every time-dependent method takes now. It takes no locks of its own (the
+// every time-dependent method takes now. That makes it deterministic and
+// lets its tests move time explicitly. It takes no locks of its own (the
 // B-tree library of its key index takes an uncontended one when it
-// allocates or frees a node). That makes it
-// deterministic and lets its tests move time explicitly. A Coordinator is not
-// safe for concurrent use; exactly one goroutine must own it (in idle-worker,
-// the worker loop in package bus).
+// allocates or frees a node). A Coordinator is not safe for concurrent use;
+// exactly one goroutine must own it (in idle-worker, the worker loop in
+// package bus).
 //
 // # Time
 //

@@ -62,7 +62,7 @@
 // Usage:
 //
 //	go run ./cmd/idle-bench [-quick] [-out bench-results.json] [-keys N] [-messages N] ...
-//	go run ./cmd/idle-bench -only admin   # section 6 alone, about 30 s
+//	go run ./cmd/idle-bench -only admin   # section 6 alone, about 20 s
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main
