@@ -3,6 +3,7 @@ module github.com/idle-worker/idle-worker
 go 1.26.8
 
 require (
+	github.com/google/btree v1.1.3
 	github.com/kelseyhightower/envconfig v1.4.0
 	github.com/nats-io/jwt/v2 v2.8.2
 	github.com/nats-io/nats-server/v2 v2.15.2

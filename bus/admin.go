@@ -3,6 +3,7 @@ package bus
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/micro"
 
@@ -99,19 +100,24 @@ func (w *Worker) adminList(req micro.Request) {
 		w.adminError(req, "400", rejectBadRequest, err)
 		return
 	}
+	// Gathered in slices, heartbeats handled between them (scan.go): the
+	// total counts every match, the page keeps the first lr.Limit of them
+	// in key order.
 	reply := ListReply{OK: true, Backends: []BackendInfo{}}
-	err = w.do(func() {
-		bs, total := w.coord.List(w.now(), pat.Match, lr.Limit)
-		for _, b := range bs {
+	err = w.scanMatching(pat, func(b coordinator.Backend) {
+		if reply.Total++; len(reply.Backends) < lr.Limit {
 			reply.Backends = append(reply.Backends, info(b))
 		}
-		reply.Total, reply.Truncated = total, total > len(bs)
-		reply.Unacknowledged = w.coord.Unacknowledged()
+	}, func(done bool) {
+		if done {
+			reply.Unacknowledged = w.coord.Unacknowledged()
+		}
 	})
 	if err != nil {
 		w.adminError(req, "503", -1, err)
 		return
 	}
+	reply.Truncated = reply.Total > len(reply.Backends)
 	w.adminReply(req, reply)
 }
 
@@ -140,23 +146,22 @@ func (w *Worker) adminQuiesce(req micro.Request) {
 		w.adminError(req, "400", rejectBadRequest, err)
 		return
 	}
-	var n int
-	err = w.do(func() {
-		now := w.now()
-		if pat.Literal() {
-			if w.coord.Force(pat.String(), now, reason) {
-				n = 1
-			}
-		} else {
-			n = w.coord.ForceMatching(now, reason, pat.Match)
-		}
-		if n > 0 {
-			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
-			// Publish what the budget allows before replying; the rest
-			// follows in order.
-			w.fire()
+	// In slices (scan.go): a pattern over a million backends never holds
+	// the loop for long.
+	n := 0
+	_, err = w.forEachMatching(pat, func(key string, now time.Time) {
+		if w.coord.Force(key, now, reason) {
+			n++
 		}
 	})
+	if err == nil && n > 0 {
+		err = w.do(func() {
+			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)
+			// Publish what the budget and a batch allow before replying;
+			// the rest follows in order.
+			w.fire()
+		})
+	}
 	if err != nil {
 		w.adminError(req, "503", -1, err)
 		return
@@ -172,27 +177,16 @@ func (w *Worker) adminForget(req micro.Request) {
 		w.adminError(req, "400", rejectBadRequest, err)
 		return
 	}
-	var n int
-	err = w.do(func() {
-		var keys []string
-		if pat.Literal() {
-			if w.coord.Remove(pat.String()) {
-				keys = []string{pat.String()}
-			}
-		} else {
-			keys = w.coord.RemoveMatching(pat.Match)
+	n, err := w.forEachMatching(pat, func(key string, _ time.Time) {
+		w.coord.Remove(key)
+		if w.reg != nil {
+			w.reg.Delete(key)
 		}
-		for _, k := range keys {
-			if w.reg != nil {
-				w.reg.Delete(k)
-			}
-		}
-		n = len(keys)
-		w.stats.forgotten.Add(uint64(n))
-		if n > 0 {
-			w.log.Info("forgot backends", "match", pat.String(), "forgotten", n)
-		}
+		w.stats.forgotten.Add(1)
 	})
+	if n > 0 {
+		w.log.Info("forgot backends", "match", pat.String(), "forgotten", n)
+	}
 	if err != nil {
 		w.adminError(req, "503", -1, err)
 		return

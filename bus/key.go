@@ -107,3 +107,32 @@ func (p Pattern) Match(key string) bool {
 		pat, key = prest, krest
 	}
 }
+
+// LiteralPrefix returns the longest prefix, in whole tokens, that every key
+// matching the pattern has: the tokens before the first wildcard, each with
+// its dot ("dev-7.gopls." for "dev-7.gopls.>" and for "dev-7.gopls.*.x";
+// "" for "*.gopls.>" and ">"); for a literal pattern, the pattern itself.
+// Keys with a common prefix are contiguous in key order, so a scan of an
+// ordered index can start there and stop at its end (see
+// coordinator.Coordinator.Scan). The trailing dot keeps token boundaries:
+// "dev-7." does not select "dev-70.x".
+func (p Pattern) LiteralPrefix() string {
+	if p.literal {
+		return p.raw
+	}
+	for start := 0; start < len(p.raw); {
+		tok, _, _ := strings.Cut(p.raw[start:], ".")
+		if tok == "*" || tok == ">" {
+			return p.raw[:start]
+		}
+		start += len(tok) + 1
+	}
+	return p.raw // the zero Pattern
+}
+
+// prefixOnly reports whether every key with the pattern's literal prefix
+// matches it: the pattern is that prefix followed by ">" (">" itself
+// included), so a scan of the prefix need not call Match.
+func (p Pattern) prefixOnly() bool {
+	return !p.literal && len(p.raw) == len(p.LiteralPrefix())+1 && p.raw[len(p.raw)-1] == '>'
+}

@@ -182,6 +182,36 @@ func TestPatternMatch(t *testing.T) {
 	}
 }
 
+func TestPatternLiteralPrefix(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, want string
+	}{
+		{">", ""},
+		{"*", ""},
+		{"*.gopls.>", ""},
+		{"*.a.b", ""},
+		{"dev-7.>", "dev-7."},
+		{"dev-7.gopls.>", "dev-7.gopls."},
+		{"dev-7.*", "dev-7."},
+		{"dev-7.*.x.>", "dev-7."},
+		{"dev-7.gopls.*.9f2c", "dev-7.gopls."},
+		{"a*b.>", "a*b."},   // "a*b" is a plain token, not a wildcard
+		{"a.>b.*", "a.>b."}, // so is ">b"
+		{"dev-7", "dev-7"},  // literal: the pattern itself
+		{"dev-7.gopls.1", "dev-7.gopls.1"},
+	} {
+		t.Run(tt.pattern, func(t *testing.T) {
+			p, err := bus.ParsePattern(tt.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.LiteralPrefix(); got != tt.want {
+				t.Errorf("ParsePattern(%q).LiteralPrefix() = %q; want %q", tt.pattern, got, tt.want)
+			}
+		})
+	}
+}
+
 // TestPatternMatchModel compares Match with naiveMatch over every pattern and
 // key built from a small alphabet of tokens.
 func TestPatternMatchModel(t *testing.T) {
@@ -216,8 +246,12 @@ func TestPatternMatchModel(t *testing.T) {
 		}
 		for _, key := range keys {
 			checked++
-			if got, want := p.Match(key), naiveMatch(pat, key); got != want {
+			got, want := p.Match(key), naiveMatch(pat, key)
+			if got != want {
 				t.Errorf("ParsePattern(%q).Match(%q) = %v; want %v", pat, key, got, want)
+			}
+			if want && !strings.HasPrefix(key, p.LiteralPrefix()) {
+				t.Errorf("ParsePattern(%q) matches %q, which lacks its LiteralPrefix %q", pat, key, p.LiteralPrefix())
 			}
 		}
 	}
@@ -322,8 +356,12 @@ func FuzzParsePattern(f *testing.F) {
 		if bus.ValidateKey(key) != nil {
 			return // the worker only matches valid keys
 		}
-		if got, want := p.Match(key), naiveMatch(pattern, key); got != want {
+		got, want := p.Match(key), naiveMatch(pattern, key)
+		if got != want {
 			t.Fatalf("ParsePattern(%q).Match(%q) = %v; want %v", pattern, key, got, want)
+		}
+		if want && !strings.HasPrefix(key, p.LiteralPrefix()) {
+			t.Fatalf("ParsePattern(%q) matches %q, which lacks its LiteralPrefix %q", pattern, key, p.LiteralPrefix())
 		}
 	})
 }

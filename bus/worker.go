@@ -130,6 +130,12 @@ type Worker struct {
 	due      []coordinator.Due // scratch for AppendDue
 	pub      Publisher
 
+	// Pattern scans (scan.go). Set before Run, by tests only: scanSlice
+	// overrides the slice size (0: scanSlice); afterSlice, when set, runs
+	// off the loop between two slices of a scan.
+	scanSlice  int
+	afterSlice func()
+
 	timer   *time.Timer
 	armed   bool
 	armedAt time.Time

@@ -1,11 +1,11 @@
 package coordinator
 
 import (
-	"container/heap"
 	"math"
-	"slices"
 	"strings"
 	"time"
+
+	"github.com/google/btree"
 )
 
 // entry is one tracked backend. Times are nanoseconds since Coordinator.epoch.
@@ -42,7 +42,9 @@ type Coordinator struct {
 	epoch      time.Time
 	hasEpoch   bool
 	entries    map[string]*entry
-	heap       []*entry // entries with a next action, min-heap on entry.due
+	index      *btree.BTreeG[*entry] // every entry, ordered by key (index.go)
+	probe      entry                 // the search key of an index look-up
+	heap       []*entry              // entries with a next action, min-heap on entry.due
 	counts     [Quiesced + 1]int
 	unacked    int // Draining entries that were sent a quiesce (attempt > 0)
 	lastGen    uint64
@@ -57,6 +59,7 @@ func New(p Policy) *Coordinator {
 		defTimeout: int64(clamp(p.DefaultIdleTimeout)),
 		entries:    make(map[string]*entry),
 		forget:     int64(max(p.ForgetAfter, 0)),
+		index:      newIndex(),
 	}
 	if p.MaxPerInstance > 0 {
 		c.perInst = make(map[string]int32)
@@ -526,49 +529,22 @@ func (c *Coordinator) snapshot(e *entry, t int64) Backend {
 // List returns a snapshot at now of the backends whose key satisfies match
 // (all of them when match is nil), sorted by key, at most limit of them
 // (all when limit <= 0), and the number that matched. It visits every
-// backend: it is meant for operator requests, not the hot path.
+// backend, in key order, in one call: it is meant for tests and small
+// populations; the worker lists in slices with Scan.
 func (c *Coordinator) List(now time.Time, match func(key string) bool, limit int) ([]Backend, int) {
 	t := c.offset(now)
-	// Keep only the limit smallest keys while scanning (a max-heap of at
-	// most limit entries), so listing a page of a million backends costs
-	// O(n log limit), not a sort of all n.
-	var top keyHeap
+	out := []Backend{}
 	total := 0
-	for _, e := range c.entries {
-		if match != nil && !match(e.key) {
-			continue
+	c.index.Ascend(func(e *entry) bool {
+		if match == nil || match(e.key) {
+			total++
+			if limit <= 0 || len(out) < limit {
+				out = append(out, c.snapshot(e, t))
+			}
 		}
-		total++
-		switch {
-		case limit <= 0:
-			top = append(top, e) // everything: sorted once below
-		case len(top) < limit:
-			heap.Push(&top, e)
-		case e.key < top[0].key:
-			top[0] = e
-			heap.Fix(&top, 0)
-		}
-	}
-	slices.SortFunc(top, func(a, b *entry) int { return strings.Compare(a.key, b.key) })
-	out := make([]Backend, len(top))
-	for i, e := range top {
-		out[i] = c.snapshot(e, t)
-	}
+		return true
+	})
 	return out, total
-}
-
-// keyHeap is a max-heap of entries by key, for List.
-type keyHeap []*entry
-
-func (h keyHeap) Len() int           { return len(h) }
-func (h keyHeap) Less(i, j int) bool { return h[i].key > h[j].key }
-func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *keyHeap) Push(x any)        { *h = append(*h, x.(*entry)) }
-func (h *keyHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return e
 }
 
 // Len returns the number of tracked backends.

@@ -35,7 +35,8 @@ type fataler interface {
 // is a lower bound of touched+ForgetAfter. Only Running entries are forced,
 // only Draining entries count attempts, and an unacknowledged drain has a
 // reason. The per-state, unacknowledged and per-instance counts match the
-// entries.
+// entries; and the key index holds exactly the entries
+// of the map, in strictly ascending key order.
 func checkInvariants(tb fataler, c *Coordinator) {
 	tb.Helper()
 	var counts [Quiesced + 1]int
@@ -113,6 +114,20 @@ func checkInvariants(tb fataler, c *Coordinator) {
 			tb.Fatalf("instance %q: got %d backends; want at most MaxPerInstance %d", inst, n, c.policy.MaxPerInstance)
 		}
 	}
+	if got, want := c.index.Len(), len(c.entries); got != want {
+		tb.Fatalf("key index: got %d entries; want %d", got, want)
+	}
+	var prev *entry
+	c.index.Ascend(func(e *entry) bool {
+		if c.entries[e.key] != e {
+			tb.Fatalf("key index: entry %q is not the map's", e.key)
+		}
+		if prev != nil && prev.key >= e.key {
+			tb.Fatalf("key index order: got %q before %q", prev.key, e.key)
+		}
+		prev = e
+		return true
+	})
 }
 
 func mustMark(tb testing.TB, c *Coordinator, key string, now time.Time, timeout time.Duration) Change {
@@ -1347,7 +1362,9 @@ func TestStrings(t *testing.T) {
 }
 
 // TestImports keeps the coordinator a pure model: standard library time,
-// errors, fmt, math, sort/slices/maps, strings and container/* only.
+// errors, fmt, math, sort/slices/maps, strings and container/* only, and
+// the B-tree of its key index (a pure data structure: no I/O, no
+// goroutines). The Makefile's check-imports allows the same set.
 func TestImports(t *testing.T) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -1364,6 +1381,7 @@ func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"errors": true, "fmt": true, "math": true, "slices": true, "sort": true,
 		"maps": true, "strings": true, "time": true,
+		"github.com/google/btree": true,
 	}
 	imports := strings.Fields(string(out))
 	if len(imports) == 0 {
@@ -1371,7 +1389,7 @@ func TestImports(t *testing.T) {
 	}
 	for _, imp := range imports {
 		if !allowed[imp] && !strings.HasPrefix(imp, "container/") {
-			t.Errorf("import %q: got a package outside the allowed set; want only errors, fmt, math, slices, sort, maps, strings, time, container/*", imp)
+			t.Errorf("import %q: got a package outside the allowed set; want only errors, fmt, math, slices, sort, maps, strings, time, container/*, github.com/google/btree", imp)
 		}
 	}
 }

@@ -35,6 +35,7 @@ func (c *Coordinator) admit(key string) error {
 // insert tracks the new entry e.
 func (c *Coordinator) insert(e *entry) {
 	c.entries[e.key] = e
+	c.index.ReplaceOrInsert(e)
 	c.counts[e.state]++
 	if c.perInst != nil {
 		inst := instance(e.key)
@@ -51,6 +52,7 @@ func (c *Coordinator) delete(e *entry) {
 	c.leaveDraining(e)
 	c.counts[e.state]--
 	delete(c.entries, e.key)
+	c.index.Delete(e)
 	if c.perInst != nil {
 		inst := instance(e.key)
 		if n := c.perInst[inst] - 1; n > 0 {

@@ -20,9 +20,11 @@ func cloneCoordinator(c *Coordinator) *Coordinator {
 	d.entries = make(map[string]*entry, len(c.entries))
 	d.heap = make([]*entry, len(c.heap))
 	d.perInst = maps.Clone(c.perInst)
+	d.index = newIndex()
 	for k, e := range c.entries {
 		ce := *e
 		d.entries[k] = &ce
+		d.index.ReplaceOrInsert(&ce)
 		if ce.idx >= 0 {
 			d.heap[ce.idx] = &ce
 		}

@@ -285,8 +285,8 @@ func TestRetryBackoffHugeCapDoesNotOverflow(t *testing.T) {
 	}
 }
 
-// TestListPageMatchesFullSort: the bounded heap in List returns exactly the
-// first limit keys of the full sorted listing, with the full total.
+// TestListPageMatchesFullSort: List returns exactly the first limit keys of
+// the full sorted listing, with the full total.
 func TestListPageMatchesFullSort(t *testing.T) {
 	c := New(DefaultPolicy())
 	for i := range 500 {

@@ -3,7 +3,7 @@
 // JSON, see -out).
 //
 // It starts an embedded nats-server with JetStream on 127.0.0.1 (random
-// port, temporary store) and runs five sections:
+// port, temporary store) and runs six sections:
 //
 //  1. Ingest. Publishers on their own connections send -messages heartbeats
 //     over -keys distinct keys, once with empty bodies and once with
@@ -43,17 +43,26 @@
 //  5. Shutdown. Time for Worker.Run to return after its context is
 //     cancelled, and then for its connection to drain, with
 //     -shutdown-backends backends tracked.
+//  6. Admin under load. A worker tracks -admin-backends backends; one
+//     connection sends a heartbeat request every -admin-interval and
+//     measures its round trip, for -admin-phase without admin calls, then
+//     while -admin-clients clients each list {"limit":1000} in a loop with
+//     a literal-prefix match ("adm-7.gopls.>"), then with a wildcard match
+//     ("*.gopls.>", which visits every key). The baseline is the first
+//     phase, in the same run.
 //
 // Every section also reports how much of the machine other processes used
 // meanwhile (from /proc, on Linux).
 //
-// Each target of the performance issue is checked and printed as met or
+// Each target of the performance issues is checked and printed as met or
 // missed. -quick shrinks every size for a smoke run; sizes given explicitly
-// win over -quick.
+// win over -quick. -only runs the named sections alone (for example
+// -only admin).
 //
 // Usage:
 //
 //	go run ./cmd/idle-bench [-quick] [-out bench-results.json] [-keys N] [-messages N] ...
+//	go run ./cmd/idle-bench -only admin   # section 6 alone, about 20 s
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main
@@ -66,6 +75,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -116,6 +127,15 @@ type config struct {
 	MemoryBackends   int `json:"memory_backends"`
 	ShutdownBackends int `json:"shutdown_backends"`
 
+	AdminBackends int           `json:"admin_backends"`
+	AdminClients  int           `json:"admin_clients"`
+	AdminInterval time.Duration `json:"admin_interval_ns"`
+	AdminPhase    time.Duration `json:"admin_phase_ns"`
+
+	// Only, when not empty, lists the sections to run (comma-separated
+	// names from sectionNames); the others are skipped.
+	Only string `json:"only,omitempty"`
+
 	Out string `json:"out"`
 	// CPUProfile and MemProfile name pprof files for the whole run
 	// (empty: none).
@@ -145,6 +165,10 @@ func defaultConfig() config {
 		KVStorage:        "memory",
 		MemoryBackends:   1_000_000,
 		ShutdownBackends: 1_000_000,
+		AdminBackends:    1_000_000,
+		AdminClients:     1,
+		AdminInterval:    2 * time.Millisecond,
+		AdminPhase:       5 * time.Second,
 		Out:              "bench-results.json",
 	}
 }
@@ -165,6 +189,8 @@ func quickSizes(c *config) map[string]func() {
 		"kv-lead":           func() { c.KVLead = time.Second },
 		"memory-backends":   func() { c.MemoryBackends = 10_000 },
 		"shutdown-backends": func() { c.ShutdownBackends = 10_000 },
+		"admin-backends":    func() { c.AdminBackends = 10_000 },
+		"admin-phase":       func() { c.AdminPhase = 500 * time.Millisecond },
 	}
 }
 
@@ -192,6 +218,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.KVStorage, "kv-storage", c.KVStorage, "KV alternative: bucket storage, memory or file")
 	fs.IntVar(&c.MemoryBackends, "memory-backends", c.MemoryBackends, "memory: backends in the coordinator (0: skip)")
 	fs.IntVar(&c.ShutdownBackends, "shutdown-backends", c.ShutdownBackends, "shutdown: backends tracked by the worker (0: skip)")
+	fs.IntVar(&c.AdminBackends, "admin-backends", c.AdminBackends, "admin under load: backends tracked (0: skip)")
+	fs.IntVar(&c.AdminClients, "admin-clients", c.AdminClients, "admin under load: clients listing in a loop")
+	fs.DurationVar(&c.AdminInterval, "admin-interval", c.AdminInterval, "admin under load: time between heartbeat requests")
+	fs.DurationVar(&c.AdminPhase, "admin-phase", c.AdminPhase, "admin under load: duration of each phase")
+	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
 	fs.StringVar(&c.MemProfile, "memprofile", "", "write an allocation profile of the run to this file")
@@ -224,7 +255,7 @@ func (c config) validate() error {
 		return errors.New("-publishers and -rounds must be positive")
 	case c.QueueLength <= 0 || c.Window <= 0 || c.TimelyWindow <= 0:
 		return errors.New("-queue, -window and -timely-window must be positive")
-	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0:
+	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0 || c.AdminBackends < 0:
 		return errors.New("sizes must not be negative")
 	case c.Spread <= 0 || c.Lead <= 0 || c.KVLead < time.Second:
 		return errors.New("-spread and -lead must be positive, -kv-lead at least 1s")
@@ -236,6 +267,26 @@ func (c config) validate() error {
 		return errors.New("-kv-concurrency must be positive")
 	case c.KVStorage != "memory" && c.KVStorage != "file":
 		return errors.New("-kv-storage must be memory or file")
+	case c.AdminClients <= 0 || c.AdminInterval <= 0 || c.AdminPhase <= 0:
+		return errors.New("-admin-clients, -admin-interval and -admin-phase must be positive")
+	}
+	if c.Only != "" {
+		for name := range strings.SplitSeq(c.Only, ",") {
+			if !slices.Contains(sectionNames(), name) {
+				return fmt.Errorf("-only: unknown section %q; want some of %s", name, strings.Join(sectionNames(), ", "))
+			}
+		}
 	}
 	return nil
+}
+
+// sectionNames returns the sections -only may name, in the order they run.
+func sectionNames() []string {
+	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin"}
+}
+
+// runs reports whether section name runs: -only names it, or -only is
+// empty.
+func (c config) runs(name string) bool {
+	return c.Only == "" || slices.Contains(strings.Split(c.Only, ","), name)
 }

@@ -127,6 +127,22 @@ func TestParseFlags(t *testing.T) {
 		}, false},
 		{"kv keys follow timely", []string{"-timely", "10"}, func(c config) bool { return c.KVKeys == 10 }, false},
 		{"keys beyond messages", []string{"-keys", "10", "-messages", "5"}, nil, true},
+		{"only admin", []string{"-only", "admin"}, func(c config) bool {
+			return c.runs("admin") && !c.runs("ingest") && !c.runs("memory")
+		}, false},
+		{"only two sections", []string{"-only", "memory,admin"}, func(c config) bool {
+			return c.runs("admin") && c.runs("memory") && !c.runs("timeliness")
+		}, false},
+		{"no only runs everything", nil, func(c config) bool {
+			for _, name := range sectionNames() {
+				if !c.runs(name) {
+					return false
+				}
+			}
+			return true
+		}, false},
+		{"only an unknown section", []string{"-only", "admin,bogus"}, nil, true},
+		{"admin clients must be positive", []string{"-admin-clients", "0"}, nil, true},
 		{"unknown subscriber", []string{"-subscriber", "x"}, nil, true},
 		{"stray argument", []string{"x"}, nil, true},
 	} {
@@ -174,6 +190,16 @@ func TestRunQuick(t *testing.T) {
 	}
 	if res.Memory.BytesPerBackend <= 0 || res.Shutdown.Backends != cfg.ShutdownBackends {
 		t.Errorf("memory and shutdown: got %+v, %+v", res.Memory, res.Shutdown)
+	}
+	if a := res.Admin; a == nil || len(a.Phases) != 3 {
+		t.Errorf("admin: got %+v; want three phases", a)
+	} else {
+		for _, p := range a.Phases {
+			if p.Heartbeats.Count == 0 || p.HeartbeatErrors != 0 || p.Match != "" && (p.Lists.Count == 0 || p.ListErrors != 0) {
+				t.Errorf("admin phase %q: got %d heartbeats (%d lost), %d lists (%d wrong); want some, none lost or wrong",
+					p.Name, p.Heartbeats.Count, p.HeartbeatErrors, p.Lists.Count, p.ListErrors)
+			}
+		}
 	}
 	if !strings.Contains(table.String(), "Targets") {
 		t.Errorf("table has no Targets section:\n%s", table.String())

@@ -137,6 +137,7 @@ type results struct {
 	KV                *kvResult         `json:"kv_ttl,omitempty"`
 	Memory            *memoryResult     `json:"memory,omitempty"`
 	Shutdown          *shutdownResult   `json:"shutdown,omitempty"`
+	Admin             *adminResult      `json:"admin_under_load,omitempty"`
 	Targets           []target          `json:"targets"`
 	WallSeconds       float64           `json:"wall_seconds"`
 }
@@ -213,6 +214,19 @@ func (r *results) judge() {
 	if m := r.Memory; m != nil {
 		add(fmt.Sprintf("heap bytes per backend beyond its key (%d)", m.Backends), "<= 200",
 			fmt.Sprintf("%.0f", m.BeyondKey), m.BeyondKey <= 200)
+	}
+	if a := r.Admin; a != nil {
+		for _, p := range a.Phases {
+			if p.Match == "" {
+				continue
+			}
+			h := p.Heartbeats
+			ok := h.Count > 0 && p.HeartbeatErrors == 0
+			add("heartbeat RTT p99 during "+p.Name, "<= 5 ms", fmt.Sprintf("%.2f ms", h.P99MS), ok && h.P99MS <= 5)
+			add("heartbeat RTT max during "+p.Name, "<= 20 ms", fmt.Sprintf("%.2f ms", h.MaxMS), ok && h.MaxMS <= 20)
+			add("lists during "+p.Name+": answered and exact", "> 0, 0 wrong",
+				fmt.Sprintf("%d, %d wrong", p.Lists.Count, p.ListErrors), p.Lists.Count > 0 && p.ListErrors == 0)
+		}
 	}
 }
 
@@ -346,6 +360,22 @@ func (r *results) print(out io.Writer) {
 		fmt.Fprintf(out, "\n5. Shutdown: %s backends tracked%s\n\n", count(float64(s.Backends)), loadNote(s.OtherCPUPercent))
 		t.row("Worker.Run returned, ms", "connection drained and closed, ms")
 		t.row(fmt.Sprintf("%.1f", s.RunReturnMS), fmt.Sprintf("%.1f", s.ClosedMS))
+		t.flush()
+	}
+	if a := r.Admin; a != nil {
+		fmt.Fprintf(out, "\n6. Admin under load: %s backends; a heartbeat request every %.0f ms from one connection; %d client(s) listing {\"limit\":%d} in a loop; %.1f s per phase%s\n\n",
+			count(float64(a.Backends)), a.IntervalMS, a.Clients, adminListLimit, a.PhaseSeconds, loadNote(a.OtherCPUPercent))
+		t.row("phase", "match", "heartbeats", "RTT mean ms", "p50 ms", "p99 ms", "max ms", "lists", "list p50 ms", "list max ms", "list total", "GC cycles (pause ms)")
+		for _, p := range a.Phases {
+			h, l := p.Heartbeats, p.Lists
+			list := []string{"", "", "", ""}
+			if p.Match != "" {
+				list = []string{fmt.Sprintf("%d (%d wrong)", l.Count, p.ListErrors), f2(l.P50MS), f2(l.MaxMS), count(float64(p.ListTotal))}
+			}
+			row := append([]string{p.Name, p.Match, fmt.Sprintf("%d (%d lost)", h.Count, p.HeartbeatErrors),
+				f2(h.MeanMS), f2(h.P50MS), f2(h.P99MS), f2(h.MaxMS)}, list...)
+			t.row(append(row, fmt.Sprintf("%d (%.2f)", p.GCCycles, p.GCPauseMS))...)
+		}
 		t.flush()
 	}
 	fmt.Fprintln(out, "\nTargets")

@@ -58,6 +58,9 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		{"empty", ""},
 		{"timeout", `{"idle_timeout_ms":60000}`},
 	} {
+		if !cfg.runs("ingest") {
+			break
+		}
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -69,7 +72,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.Ingest = append(res.Ingest, r)
 	}
-	if cfg.Timely > 0 {
+	if cfg.Timely > 0 && cfg.runs("timeliness") {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -90,7 +93,7 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 			res.TimelinessTunedGC = &r
 		}
 	}
-	if cfg.KVKeys > 0 {
+	if cfg.KVKeys > 0 && cfg.runs("kv") {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -102,11 +105,11 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.KV = &r
 	}
-	if cfg.MemoryBackends > 0 {
+	if cfg.MemoryBackends > 0 && cfg.runs("memory") {
 		r := measureMemory(cfg.MemoryBackends)
 		res.Memory = &r
 	}
-	if cfg.ShutdownBackends > 0 {
+	if cfg.ShutdownBackends > 0 && cfg.runs("shutdown") {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
@@ -117,6 +120,18 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 			return nil, fmt.Errorf("shutdown: %w", err)
 		}
 		res.Shutdown = &r
+	}
+	if cfg.AdminBackends > 0 && cfg.runs("admin") {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureAdmin(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("admin under load: %w", err)
+		}
+		res.Admin = &r
 	}
 	res.judge()
 	res.WallSeconds = time.Since(start).Seconds()
