@@ -1,7 +1,6 @@
 package embedded_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -9,32 +8,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/embedded"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 )
-
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // start starts an embedded server and closes it when the test ends.
 func start(t *testing.T, cfg embedded.Config) *embedded.Server {
@@ -69,7 +50,7 @@ func checkJetStream(t *testing.T, s *embedded.Server) {
 
 // The default: a random port, a temporary store that Close removes.
 func TestStartTempStore(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // where the temporary store goes
 	s := start(t, embedded.Config{Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&logs, nil))})

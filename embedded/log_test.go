@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"github.com/idle-worker/idle-worker/embedded"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 )
 
 // TestServerErrorsRateLimited: many connections that each make the server
 // log an error (here, a control line over the server's maximum) produce one
 // line per second, not one per connection, with the count suppressed.
 func TestServerErrorsRateLimited(t *testing.T) {
-	var logs logBuffer
+	var logs logtest.Buffer
 	s := start(t, embedded.Config{Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	u, err := url.Parse(s.ClientURL())
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 )
 
 // built is the idle-worker binary that TestMain builds once per process.
@@ -74,8 +75,8 @@ func buildBinary(dir string) (string, string, error) {
 // proc is a running idle-worker process.
 type proc struct {
 	cmd     *exec.Cmd
-	stdout  *syncBuffer
-	stderr  *syncBuffer
+	stdout  *logtest.Buffer
+	stderr  *logtest.Buffer
 	done    chan struct{} // closed when the process has exited
 	waitErr error         // valid once done is closed
 	started time.Time
@@ -114,7 +115,7 @@ func startBinaryArgs(t *testing.T, env map[string]string, args ...string) *proc 
 	for k, v := range vars {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	p := &proc{cmd: cmd, stdout: new(syncBuffer), stderr: new(syncBuffer), done: make(chan struct{}), tmpDir: tmpDir}
+	p := &proc{cmd: cmd, stdout: new(logtest.Buffer), stderr: new(logtest.Buffer), done: make(chan struct{}), tmpDir: tmpDir}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start idle-worker: %v", err)

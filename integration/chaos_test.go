@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -66,7 +67,7 @@ type chaosServer struct {
 	port int
 	dir  string
 	url  string
-	log  *syncBuffer
+	log  *logtest.Buffer
 
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
@@ -79,7 +80,7 @@ func chaosStartServer(t *testing.T) *chaosServer {
 	if chaosServerBin.err != nil {
 		t.Fatalf("building nats-server: %v\n%s", chaosServerBin.err, chaosServerBin.output)
 	}
-	s := &chaosServer{port: freePort(t), dir: t.TempDir(), log: new(syncBuffer)}
+	s := &chaosServer{port: freePort(t), dir: t.TempDir(), log: new(logtest.Buffer)}
 	s.url = fmt.Sprintf("nats://127.0.0.1:%d", s.port)
 	t.Cleanup(func() {
 		s.kill(t)

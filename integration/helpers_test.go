@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
@@ -56,24 +57,6 @@ func connect(t *testing.T, url string, opts ...nats.Option) *nats.Conn {
 	}
 	t.Cleanup(nc.Close)
 	return nc
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testWorker is a bus.Worker running in a goroutine of the test.
@@ -117,7 +100,7 @@ func startWorker(t *testing.T, url string, cfg bus.WorkerConfig) *testWorker {
 func startWorkerOn(t *testing.T, nc *nats.Conn, cfg bus.WorkerConfig) *testWorker {
 	t.Helper()
 	if cfg.Logger == nil {
-		logs := new(syncBuffer)
+		logs := new(logtest.Buffer)
 		cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		t.Cleanup(func() {
 			if t.Failed() {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/metrics"
 )
@@ -128,7 +129,7 @@ type opsWorker struct {
 // does: the Lateness observer, a registry of its own, the readiness check.
 func newOpsWorker(t *testing.T, nc *nats.Conn, cfg bus.WorkerConfig) *opsWorker {
 	t.Helper()
-	logs := new(syncBuffer)
+	logs := new(logtest.Buffer)
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {
 		if t.Failed() {

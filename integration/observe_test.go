@@ -15,6 +15,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 )
 
 // Rejected input is logged at most once per second per reason, and the next
@@ -24,7 +25,7 @@ func TestRejectedInputLogIsRateLimited(t *testing.T) {
 	t.Parallel()
 	base := time.Now()
 	var offset atomic.Int64
-	logs := new(syncBuffer)
+	logs := new(logtest.Buffer)
 	s := startServer(t)
 	startWorker(t, s.ClientURL(), bus.WorkerConfig{
 		Policy: coordinator.Policy{DefaultIdleTimeout: longTimeout},

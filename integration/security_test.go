@@ -17,6 +17,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/store"
 )
@@ -134,13 +135,13 @@ type secSetup struct {
 	backend7, backend8, broker7, broker8 *secConn
 	operator                             *secConn
 	quiesce7                             *nats.Subscription // broker-dev-7 on idle.quiesce.dev-7.>
-	workerLogs                           *syncBuffer
+	workerLogs                           *logtest.Buffer
 }
 
 func newSecSetup(t *testing.T) *secSetup {
 	t.Helper()
 	s, pw := secConfServer(t)
-	st := &secSetup{srv: s, passwords: pw, workerLogs: new(syncBuffer)}
+	st := &secSetup{srv: s, passwords: pw, workerLogs: new(logtest.Buffer)}
 	st.workerConn = secDialAs(t, s, secWorker, pw[secWorker.name])
 	logger := slog.New(slog.NewTextHandler(st.workerLogs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	t.Cleanup(func() {

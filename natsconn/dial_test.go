@@ -1,62 +1,32 @@
 package natsconn_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/idle-worker/idle-worker/internal/logtest"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/natsconn"
 )
 
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // startServer starts a nats-server on 127.0.0.1 and port (-1: random),
 // shut down when the test ends.
-func startServer(t *testing.T, port int, configure func(*server.Options)) *server.Server {
+func startServer(t *testing.T, port int, configure func(*server.Options)) *natstest.Server {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: port, NoLog: true, NoSigs: true}
-	if configure != nil {
-		configure(opts)
-	}
-	s, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatalf("nats-server: %v", err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		s.Shutdown()
-		t.Fatal("nats-server not ready within 10s")
-	}
-	t.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
-	})
-	return s
+	return natstest.Start(t, natstest.Configure(func(o *server.Options) {
+		o.Port = port
+		if configure != nil {
+			configure(o)
+		}
+	}))
 }
 
 // waitFor polls cond until it holds or timeout passes.
@@ -83,7 +53,7 @@ func TestDial(t *testing.T) {
 	const password = "hunter2-password"
 	plain := startServer(t, -1, nil)
 	login := startServer(t, -1, func(o *server.Options) { o.Username, o.Password = "worker", password })
-	hostPort := func(s *server.Server) string { return s.Addr().String() }
+	hostPort := func(s *natstest.Server) string { return s.Addr().String() }
 	refused, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +87,7 @@ func TestDial(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var logs logBuffer
+			var logs logtest.Buffer
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			cfg := natsconn.DialConfig{Name: "natsconn-test", Timeout: 2 * time.Second, PingInterval: time.Second,
 				Security: tt.security, SettingName: tt.nameFn}
@@ -175,7 +145,7 @@ func TestDialReconnects(t *testing.T) {
 	t.Parallel()
 	first := startServer(t, -1, nil)
 	port := first.Addr().(*net.TCPAddr).Port
-	var logs logBuffer
+	var logs logtest.Buffer
 	nc, closed, err := natsconn.Dial(first.ClientURL(), natsconn.DialConfig{Name: "natsconn-test", Timeout: 2 * time.Second, PingInterval: time.Second},
 		slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
