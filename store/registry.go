@@ -17,6 +17,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // DefaultRegistryBucket is the JetStream KV bucket of the registry.
@@ -59,6 +60,8 @@ type KVRegistry struct {
 	mu      sync.Mutex
 	pending map[string][]byte // KV key -> value; nil value: delete
 	failed  []string
+	lastErr error            // the cause of the last failed write
+	why     *lograte.Limiter // rate of the failure log
 
 	writes atomic.Uint64
 	errs   atomic.Uint64
@@ -76,6 +79,7 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		pending: make(map[string][]byte),
+		why:     lograte.New(time.Second, nil),
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(8192),
@@ -84,6 +88,7 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 			r.errs.Add(1)
 			r.mu.Lock()
 			r.failed = append(r.failed, strings.TrimPrefix(m.Subject, r.subj))
+			r.lastErr = err
 			r.mu.Unlock()
 		}))
 	if err != nil {
@@ -235,7 +240,7 @@ func (r *KVRegistry) writer() {
 		if r.flush() {
 			backoff = 0
 		} else {
-			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			backoff = min(max(2*backoff, 10*time.Millisecond), time.Second)
 		}
 	}
 }
@@ -263,6 +268,7 @@ func (r *KVRegistry) flush() bool {
 			r.errs.Add(1)
 			r.mu.Lock()
 			r.failed = append(r.failed, k)
+			r.lastErr = err
 			r.mu.Unlock()
 			continue
 		}
@@ -274,8 +280,8 @@ func (r *KVRegistry) flush() bool {
 		r.log.Warn("registry writes not acknowledged in 10s", "batch", len(batch))
 	}
 	r.mu.Lock()
-	failed := r.failed
-	r.failed = nil
+	failed, cause := r.failed, r.lastErr
+	r.failed, r.lastErr = nil, nil
 	for _, k := range failed {
 		if _, newer := r.pending[k]; !newer {
 			if v, ok := batch[k]; ok {
@@ -286,7 +292,9 @@ func (r *KVRegistry) flush() bool {
 	r.mu.Unlock()
 	r.writes.Add(uint64(sent - min(sent, len(failed))))
 	if len(failed) > 0 {
-		r.log.Warn("registry writes failed; retrying", "failed", len(failed), "batch", len(batch))
+		if ok, n := r.why.Allow("write failed"); ok {
+			r.log.Warn("registry writes failed; retrying", "failed", len(failed), "batch", len(batch), "error", cause, "suppressed", n)
+		}
 		return false
 	}
 	return true

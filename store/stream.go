@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // Defaults of StreamConfig.
@@ -32,8 +33,18 @@ type StreamConfig struct {
 }
 
 // maxPublishTries bounds how often one event is re-published after a failed
-// acknowledgement; beyond it, redelivery (Policy.RetryInterval) takes over.
-const maxPublishTries = 8
+// acknowledgement (over about 8 s with the backoff below); beyond it,
+// redelivery (Policy.RetryInterval) takes over.
+const maxPublishTries = 16
+
+// Retry backoff: a failed event is re-published after firstRetry, doubling
+// with each failure of the same event up to maxRetryWait. Every event
+// waiting is re-published together, so a burst of failures costs one wait,
+// not one wait per event.
+const (
+	firstRetry   = 10 * time.Millisecond
+	maxRetryWait = 640 * time.Millisecond
+)
 
 // QuiesceStream is a bus.Publisher: it publishes quiesce events through JetStream with
 // acknowledgement, retrying failed ones with backoff. Core NATS subscribers
@@ -48,6 +59,7 @@ type QuiesceStream struct {
 
 	mu    sync.Mutex
 	tries map[string]int // event id -> failed publishes so far
+	why   *lograte.Limiter
 
 	failed  atomic.Uint64
 	dropped atomic.Uint64
@@ -77,6 +89,7 @@ func OpenQuiesceStream(ctx context.Context, nc *nats.Conn, subjects bus.Subjects
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 		tries:   make(map[string]int),
+		why:     lograte.New(time.Second, nil),
 	}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(16384),
@@ -125,6 +138,9 @@ func (q *QuiesceStream) Publish(subject string, ev *bus.QuiesceEvent) error {
 
 func (q *QuiesceStream) retry(m *nats.Msg, err error) {
 	q.failed.Add(1)
+	if ok, n := q.why.Allow(err.Error()); ok {
+		q.log.Warn("quiesce event not stored yet; retrying", "subject", m.Subject, "error", err, "suppressed", n)
+	}
 	id := m.Header.Get(bus.HeaderMsgID)
 	q.mu.Lock()
 	if len(q.tries) > 1<<16 {
@@ -151,28 +167,63 @@ func (q *QuiesceStream) retry(m *nats.Msg, err error) {
 	}
 }
 
+// retrier re-publishes failed events: it takes every event waiting, waits
+// the backoff of the most-tried one, and publishes them all again.
 func (q *QuiesceStream) retrier() {
 	defer close(q.done)
+	var batch []*nats.Msg
 	for {
 		select {
 		case <-q.stop:
 			return
 		case m := <-q.retries:
-			q.mu.Lock()
-			n := q.tries[m.Header.Get(bus.HeaderMsgID)]
-			q.mu.Unlock()
-			wait := min(time.Duration(1<<min(n, 6))*50*time.Millisecond, 3*time.Second)
+			batch = append(batch[:0], m)
+		}
+		for more := true; more; {
 			select {
-			case <-q.stop:
-				return
-			case <-time.After(wait):
+			case m := <-q.retries:
+				batch = append(batch, m)
+			default:
+				more = false
 			}
+		}
+		n := 1
+		q.mu.Lock()
+		for _, m := range batch {
+			n = max(n, q.tries[m.Header.Get(bus.HeaderMsgID)])
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.stop:
+			q.putBack(batch)
+			return
+		case <-time.After(retryWait(n)):
+		}
+		for _, m := range batch {
 			// A fresh message: the failed one may still be referenced by
 			// the publisher's bookkeeping.
 			again := &nats.Msg{Subject: m.Subject, Data: m.Data, Header: m.Header}
-			if _, err := q.js.PublishMsgAsync(again); err != nil {
+			if _, err := q.js.PublishMsgAsync(again, jetstream.WithStallWait(firstRetry)); err != nil {
 				q.retry(again, err)
 			}
+		}
+		clear(batch)
+	}
+}
+
+// retryWait is the wait before re-publishing an event that failed n times.
+func retryWait(n int) time.Duration {
+	return min(firstRetry<<min(max(n-1, 0), 16), maxRetryWait)
+}
+
+// putBack returns events taken for a retry to the queue when the retrier
+// stops, so Close counts them.
+func (q *QuiesceStream) putBack(batch []*nats.Msg) {
+	for _, m := range batch {
+		select {
+		case q.retries <- m:
+		default:
+			q.dropped.Add(1)
 		}
 	}
 }
