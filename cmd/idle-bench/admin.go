@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
 )
 
 // adminListLimit is the page size of the lists of the admin section, the
@@ -102,7 +103,11 @@ func adminKey(i int) string {
 func measureAdmin(ctx context.Context, url string, cfg config) (adminResult, error) {
 	n := cfg.AdminBackends
 	r := adminResult{Backends: n, Clients: cfg.AdminClients, IntervalMS: ms(cfg.AdminInterval), PhaseSeconds: cfg.AdminPhase.Seconds()}
-	rw, err := startWorker(url, cfg, time.Hour, nil)
+	rw, err := startWorkerWith(url, bus.WorkerConfig{
+		Policy:      coordinator.Policy{DefaultIdleTimeout: time.Hour},
+		QueueLength: cfg.QueueLength,
+		QuiesceRate: cfg.AdminQuiesceRate,
+	}, nil)
 	if err != nil {
 		return r, err
 	}

@@ -24,6 +24,8 @@ const adminQuiesceMatch = "*.gopls.p0.>"
 // heartbeat prober running from the request until every event arrived.
 type patternQuiesce struct {
 	Match string `json:"match"`
+	// QuiesceRate is the worker's (0: unlimited).
+	QuiesceRate int `json:"quiesce_rate"`
 	// Kind says how the pattern selects: "wildcard" (the walk visits every
 	// key) or "literal prefix".
 	Kind string `json:"kind"`
@@ -69,7 +71,7 @@ func lastNumber(subject []byte) (int, bool) {
 func measurePatternQuiesce(ctx context.Context, url string, hnc *nats.Conn, probe []string, rw *runningWorker, cfg config) (patternQuiesce, error) {
 	n := cfg.AdminBackends
 	subj := bus.MustSubjects(bus.DefaultPrefix)
-	q := patternQuiesce{Match: adminQuiesceMatch, Kind: "wildcard"}
+	q := patternQuiesce{Match: adminQuiesceMatch, Kind: "wildcard", QuiesceRate: cfg.AdminQuiesceRate}
 	// want[j] is the event subject of the j-th matching backend, slot[i]
 	// backend i's j (-1: not matched).
 	slot := make([]int32, n)

@@ -69,8 +69,8 @@ func (a *adminResult) print(out io.Writer, t *table) {
 	if q == nil {
 		return
 	}
-	fmt.Fprintf(out, "\nPattern quiesce, last: one P.admin.quiesce {\"match\":%q} (%s: the walk visits all %s keys) matching %s running backends with a 1 h timeout; the prober runs from the request to the last event's arrival\n\n",
-		q.Match, q.Kind, count(float64(a.Backends)), count(float64(q.Want)))
+	fmt.Fprintf(out, "\nPattern quiesce, last: one P.admin.quiesce {\"match\":%q} (%s: the walk visits all %s keys) matching %s running backends with a 1 h timeout, QuiesceRate %s; the prober runs from the request to the last event's arrival\n\n",
+		q.Match, q.Kind, count(float64(a.Backends)), count(float64(q.Want)), quiesceRate(q.QuiesceRate))
 	t.row("reply ms", "quiesced", "first event ms", "last event ms", "events/s", "arrived (missing, dup, unexpected)", "draining after",
 		"heartbeats", "RTT p50 ms", "p99 ms", "max ms", "GC cycles (pause ms)", "this process's CPU, % of the machine")
 	rate := "-"
@@ -94,4 +94,12 @@ func ratio2(a, b float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2fx", a/b)
+}
+
+// quiesceRate describes a WorkerConfig.QuiesceRate.
+func quiesceRate(r int) string {
+	if r <= 0 {
+		return "0 (unlimited)"
+	}
+	return count(float64(r)) + "/s"
 }

@@ -151,6 +151,9 @@ type config struct {
 	AdminClients  int           `json:"admin_clients"`
 	AdminInterval time.Duration `json:"admin_interval_ns"`
 	AdminPhase    time.Duration `json:"admin_phase_ns"`
+	// AdminQuiesceRate is the admin worker's QuiesceRate (0: unlimited,
+	// the worker's default), which paces the pattern quiesce's events.
+	AdminQuiesceRate int `json:"admin_quiesce_rate"`
 
 	HerdBackends int           `json:"herd_backends"`
 	HerdRate     int           `json:"herd_rate"`
@@ -255,6 +258,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.AdminClients, "admin-clients", c.AdminClients, "admin under load: clients listing in a loop")
 	fs.DurationVar(&c.AdminInterval, "admin-interval", c.AdminInterval, "admin under load: time between heartbeat requests")
 	fs.DurationVar(&c.AdminPhase, "admin-phase", c.AdminPhase, "admin under load: duration of each phase")
+	fs.IntVar(&c.AdminQuiesceRate, "admin-quiesce-rate", c.AdminQuiesceRate, "admin under load: the worker's QuiesceRate, events per second (0: unlimited)")
 	fs.IntVar(&c.HerdBackends, "herd-backends", c.HerdBackends, "herd: backends due at once (0: skip)")
 	fs.IntVar(&c.HerdRate, "herd-rate", c.HerdRate, "herd: the worker's QuiesceRate, events per second")
 	fs.DurationVar(&c.HerdLead, "herd-lead", c.HerdLead, "herd: time to send the heartbeats and store them, before the baseline")
@@ -292,7 +296,7 @@ func (c config) validate() error {
 		return errors.New("-publishers and -rounds must be positive")
 	case c.QueueLength <= 0 || c.Window <= 0 || c.TimelyWindow <= 0:
 		return errors.New("-queue, -window and -timely-window must be positive")
-	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0 || c.AdminBackends < 0 || c.HerdBackends < 0:
+	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0 || c.AdminBackends < 0 || c.HerdBackends < 0 || c.AdminQuiesceRate < 0:
 		return errors.New("sizes must not be negative")
 	case c.Spread <= 0 || c.Lead <= 0 || c.KVLead < time.Second:
 		return errors.New("-spread and -lead must be positive, -kv-lead at least 1s")
