@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
 )
 
 // adminListLimit is the page size of the lists of the admin section, the
@@ -66,18 +67,29 @@ func summarizeRTT(rtt []time.Duration) rttSummary {
 }
 
 type adminResult struct {
-	Backends        int          `json:"backends"`
-	Clients         int          `json:"admin_clients"`
-	IntervalMS      float64      `json:"heartbeat_interval_ms"`
-	PhaseSeconds    float64      `json:"phase_seconds"`
-	Phases          []adminPhase `json:"phases"`
-	OtherCPUPercent float64      `json:"other_cpu_percent"`
+	Backends     int          `json:"backends"`
+	Clients      int          `json:"admin_clients"`
+	IntervalMS   float64      `json:"heartbeat_interval_ms"`
+	PhaseSeconds float64      `json:"phase_seconds"`
+	Phases       []adminPhase `json:"phases"`
+	// Quiesce is the last phase: one P.admin.quiesce over a fifth of the
+	// backends.
+	Quiesce         *patternQuiesce `json:"pattern_quiesce,omitempty"`
+	OtherCPUPercent float64         `json:"other_cpu_percent"`
 }
 
+// adminPools is how many pools the admin section's backends are spread
+// over; the pattern quiesce drains pool 0 (adminQuiesceMatch), a fifth.
+const adminPools = 5
+
+// adminPool is backend i's pool: blocks of 1000 consecutive backends take
+// turns, so every instance has backends in every pool.
+func adminPool(i int) int { return i / 1000 % adminPools }
+
 // adminKey is the key of backend i of the admin section, shaped like the
-// README's: 1000 instances, one service.
+// README's with a pool token: 1000 instances, one service, 5 pools.
 func adminKey(i int) string {
-	return "adm-" + strconv.Itoa(i%1000) + ".gopls." + strconv.Itoa(i)
+	return "adm-" + strconv.Itoa(i%1000) + ".gopls.p" + strconv.Itoa(adminPool(i)) + "." + strconv.Itoa(i)
 }
 
 // measureAdmin fills a worker with cfg.AdminBackends backends, then sends a
@@ -86,11 +98,16 @@ func adminKey(i int) string {
 // admin calls, while cfg.AdminClients clients list a literal prefix
 // ("adm-7.gopls.>") in a loop, and while they list a wildcard
 // ("*.gopls.>", which visits every key) in a loop; both lists with limit
-// 1000.
+// 1000. Then, last, one pattern quiesce of a fifth of the backends (see
+// measurePatternQuiesce).
 func measureAdmin(ctx context.Context, url string, cfg config) (adminResult, error) {
 	n := cfg.AdminBackends
 	r := adminResult{Backends: n, Clients: cfg.AdminClients, IntervalMS: ms(cfg.AdminInterval), PhaseSeconds: cfg.AdminPhase.Seconds()}
-	rw, err := startWorker(url, cfg, time.Hour, nil)
+	rw, err := startWorkerWith(url, bus.WorkerConfig{
+		Policy:      coordinator.Policy{DefaultIdleTimeout: time.Hour},
+		QueueLength: cfg.QueueLength,
+		QuiesceRate: cfg.AdminQuiesceRate,
+	}, nil)
 	if err != nil {
 		return r, err
 	}
@@ -119,6 +136,17 @@ func measureAdmin(ctx context.Context, url string, cfg config) (adminResult, err
 		return r, err
 	}
 	defer hnc.Close()
+	// The prober keeps away from the backends the pattern quiesce drains:
+	// a heartbeat would make one running again before its event.
+	probe := make([]string, 0, n)
+	for i, s := range subjects {
+		if adminPool(i) != 0 {
+			probe = append(probe, s)
+		}
+	}
+	if len(probe) == 0 {
+		probe = subjects
+	}
 	prefixTotal := 0
 	for i := 7; i < n; i += 1000 {
 		prefixTotal++
@@ -134,13 +162,19 @@ func measureAdmin(ctx context.Context, url string, cfg config) (adminResult, err
 		if err := ctx.Err(); err != nil {
 			return r, err
 		}
-		p, err := adminRunPhase(ctx, url, hnc, subjects, cfg, ph.match, ph.want)
+		p, err := adminRunPhase(ctx, url, hnc, probe, cfg, ph.match, ph.want)
 		p.Name = ph.name
 		if err != nil {
 			return r, fmt.Errorf("phase %q: %w", ph.name, err)
 		}
 		r.Phases = append(r.Phases, p)
 	}
+	// Last: it leaves a fifth of the backends draining.
+	q, err := measurePatternQuiesce(ctx, url, hnc, probe, rw, cfg)
+	if err != nil {
+		return r, fmt.Errorf("pattern quiesce: %w", err)
+	}
+	r.Quiesce = &q
 	return r, nil
 }
 
@@ -222,32 +256,15 @@ func adminRunPhase(ctx context.Context, url string, hnc *nats.Conn, subjects []s
 	var gc0, gc1 runtime.MemStats
 	runtime.ReadMemStats(&gc0)
 	// Heartbeats on a steady beat, each to another backend.
-	var hb []time.Duration
-	tick := time.NewTicker(cfg.AdminInterval)
-	end := time.Now().Add(cfg.AdminPhase)
-	for i := 0; time.Now().Before(end); i++ {
-		select {
-		case <-tick.C:
-		case <-ctx.Done():
-			tick.Stop()
-			stop()
-			wg.Wait()
-			return p, ctx.Err()
-		}
-		t0 := time.Now()
-		if _, err := hnc.Request(subjects[(i*7919)%len(subjects)], nil, waitBound); err != nil {
-			p.HeartbeatErrors++
-			continue
-		}
-		hb = append(hb, time.Since(t0))
-	}
-	tick.Stop()
+	hb, err := probeFor(ctx, hnc, subjects, nil, cfg.AdminInterval, cfg.AdminPhase)
 	runtime.ReadMemStats(&gc1)
 	p.GCCycles, p.GCPauseMS = gc1.NumGC-gc0.NumGC, ms(time.Duration(gc1.PauseTotalNs-gc0.PauseTotalNs))
 	stop()
 	wg.Wait()
-	p.Heartbeats = summarizeRTT(hb)
-
+	if err != nil {
+		return p, err
+	}
+	p.Heartbeats, p.HeartbeatErrors = summarizeRTT(hb.rtt), hb.lost
 	p.Lists = summarizeRTT(lists)
 	return p, nil
 }

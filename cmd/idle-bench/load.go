@@ -63,3 +63,12 @@ func otherLoad(a, b cpuSample) float64 {
 	other := float64(b.busy-a.busy) - float64(b.self-a.self)
 	return max(0, 100*other/float64(b.total-a.total))
 }
+
+// selfLoad returns the share of the machine's CPU time (0 to 100) that this
+// process used between a and b, and -1 when unknown.
+func selfLoad(a, b cpuSample) float64 {
+	if !a.ok || !b.ok || b.total <= a.total {
+		return -1
+	}
+	return 100 * float64(b.self-a.self) / float64(b.total-a.total)
+}

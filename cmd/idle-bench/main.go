@@ -3,7 +3,7 @@
 // JSON, see -out).
 //
 // It starts an embedded nats-server with JetStream on 127.0.0.1 (random
-// port, temporary store) and runs six sections:
+// port, temporary store) and runs seven sections:
 //
 //  1. Ingest. Publishers on their own connections send -messages heartbeats
 //     over -keys distinct keys, once with empty bodies and once with
@@ -49,7 +49,26 @@
 //     while -admin-clients clients each list {"limit":1000} in a loop with
 //     a literal-prefix match ("adm-7.gopls.>"), then with a wildcard match
 //     ("*.gopls.>", which visits every key). The baseline is the first
-//     phase, in the same run.
+//     phase, in the same run. Keys are adm-I.gopls.pP.N: 1000 instances
+//     I, 5 pools P (blocks of 1000 backends take turns). Last, as it leaves
+//     a fifth of the backends draining: one P.admin.quiesce of
+//     "*.gopls.p0.>", a wildcard pattern (the walk visits every key)
+//     matching exactly a fifth (200,000 of 1M), timed from request to
+//     reply, with the prober running until a subscriber has counted every
+//     event (each once, none missing). The backends' idle timeout is an
+//     hour, so only the forced drains fire.
+//  7. Herd. A worker as operators run it by default (JetStream registry and
+//     quiesce stream through store.Open with its defaults; the default
+//     policy) with QuiesceRate -herd-rate tracks -herd-backends backends
+//     that heartbeated once, each asking for the time left until one common
+//     deadline, so that all fall due within a millisecond. A subscriber
+//     stamps each event: the emission spread (first to last
+//     arrival; by design about (backends - rate/10) / rate), early, missing
+//     and duplicate events, and the lateness from each deadline (which
+//     grows through the herd by design). Stats().HeldBack is polled for its
+//     maximum. A prober heartbeats 1000 other backends every
+//     -admin-interval, for -herd-baseline just before the deadlines (the
+//     baseline) and then until the last event.
 //
 // Every section also reports how much of the machine other processes used
 // meanwhile (from /proc, on Linux).
@@ -63,6 +82,7 @@
 //
 //	go run ./cmd/idle-bench [-quick] [-out bench-results.json] [-keys N] [-messages N] ...
 //	go run ./cmd/idle-bench -only admin   # section 6 alone, about 20 s
+//	go run ./cmd/idle-bench -only herd    # section 7 alone, about 15 s
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main
@@ -131,6 +151,14 @@ type config struct {
 	AdminClients  int           `json:"admin_clients"`
 	AdminInterval time.Duration `json:"admin_interval_ns"`
 	AdminPhase    time.Duration `json:"admin_phase_ns"`
+	// AdminQuiesceRate is the admin worker's QuiesceRate (0: unlimited,
+	// the worker's default), which paces the pattern quiesce's events.
+	AdminQuiesceRate int `json:"admin_quiesce_rate"`
+
+	HerdBackends int           `json:"herd_backends"`
+	HerdRate     int           `json:"herd_rate"`
+	HerdLead     time.Duration `json:"herd_lead_ns"`
+	HerdBaseline time.Duration `json:"herd_baseline_ns"`
 
 	// Only, when not empty, lists the sections to run (comma-separated
 	// names from sectionNames); the others are skipped.
@@ -169,6 +197,10 @@ func defaultConfig() config {
 		AdminClients:     1,
 		AdminInterval:    2 * time.Millisecond,
 		AdminPhase:       5 * time.Second,
+		HerdBackends:     100_000,
+		HerdRate:         20_000,
+		HerdLead:         3 * time.Second,
+		HerdBaseline:     5 * time.Second,
 		Out:              "bench-results.json",
 	}
 }
@@ -191,6 +223,10 @@ func quickSizes(c *config) map[string]func() {
 		"shutdown-backends": func() { c.ShutdownBackends = 10_000 },
 		"admin-backends":    func() { c.AdminBackends = 10_000 },
 		"admin-phase":       func() { c.AdminPhase = 500 * time.Millisecond },
+		"herd-backends":     func() { c.HerdBackends = 2_000 },
+		"herd-rate":         func() { c.HerdRate = 5_000 },
+		"herd-lead":         func() { c.HerdLead = 300 * time.Millisecond },
+		"herd-baseline":     func() { c.HerdBaseline = 300 * time.Millisecond },
 	}
 }
 
@@ -222,6 +258,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.AdminClients, "admin-clients", c.AdminClients, "admin under load: clients listing in a loop")
 	fs.DurationVar(&c.AdminInterval, "admin-interval", c.AdminInterval, "admin under load: time between heartbeat requests")
 	fs.DurationVar(&c.AdminPhase, "admin-phase", c.AdminPhase, "admin under load: duration of each phase")
+	fs.IntVar(&c.AdminQuiesceRate, "admin-quiesce-rate", c.AdminQuiesceRate, "admin under load: the worker's QuiesceRate, events per second (0: unlimited)")
+	fs.IntVar(&c.HerdBackends, "herd-backends", c.HerdBackends, "herd: backends due at once (0: skip)")
+	fs.IntVar(&c.HerdRate, "herd-rate", c.HerdRate, "herd: the worker's QuiesceRate, events per second")
+	fs.DurationVar(&c.HerdLead, "herd-lead", c.HerdLead, "herd: time to send the heartbeats and store them, before the baseline")
+	fs.DurationVar(&c.HerdBaseline, "herd-baseline", c.HerdBaseline, "herd: duration of the prober's baseline, just before the deadlines")
 	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -255,7 +296,7 @@ func (c config) validate() error {
 		return errors.New("-publishers and -rounds must be positive")
 	case c.QueueLength <= 0 || c.Window <= 0 || c.TimelyWindow <= 0:
 		return errors.New("-queue, -window and -timely-window must be positive")
-	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0 || c.AdminBackends < 0:
+	case c.Timely < 0 || c.KVKeys < 0 || c.MemoryBackends < 0 || c.ShutdownBackends < 0 || c.TunedMemLimit < 0 || c.AdminBackends < 0 || c.HerdBackends < 0 || c.AdminQuiesceRate < 0:
 		return errors.New("sizes must not be negative")
 	case c.Spread <= 0 || c.Lead <= 0 || c.KVLead < time.Second:
 		return errors.New("-spread and -lead must be positive, -kv-lead at least 1s")
@@ -269,6 +310,8 @@ func (c config) validate() error {
 		return errors.New("-kv-storage must be memory or file")
 	case c.AdminClients <= 0 || c.AdminInterval <= 0 || c.AdminPhase <= 0:
 		return errors.New("-admin-clients, -admin-interval and -admin-phase must be positive")
+	case c.HerdRate <= 0 || c.HerdLead <= 0 || c.HerdBaseline <= herdGuard:
+		return fmt.Errorf("-herd-rate and -herd-lead must be positive, -herd-baseline more than %v", herdGuard)
 	}
 	if c.Only != "" {
 		for name := range strings.SplitSeq(c.Only, ",") {
@@ -282,7 +325,7 @@ func (c config) validate() error {
 
 // sectionNames returns the sections -only may name, in the order they run.
 func sectionNames() []string {
-	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin"}
+	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd"}
 }
 
 // runs reports whether section name runs: -only names it, or -only is

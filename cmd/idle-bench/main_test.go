@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/idle-worker/idle-worker/bus"
 )
 
 func TestPercentile(t *testing.T) {
@@ -89,6 +91,76 @@ func TestKeyIndex(t *testing.T) {
 	}
 }
 
+func TestLastNumber(t *testing.T) {
+	for _, tt := range []struct {
+		subject string
+		want    int
+		wantOK  bool
+	}{
+		{"idle.quiesce.adm-7.gopls.p0.5007", 5007, true},
+		{"42", 42, true},
+		{"idle.quiesce.x.", 0, false},
+		{"idle.quiesce.x.1a", 0, false},
+		{"idle.quiesce.p0", 0, false},
+	} {
+		got, ok := lastNumber([]byte(tt.subject))
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("lastNumber(%q) = %d, %v; want %d, %v", tt.subject, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+func TestAdminKeyPools(t *testing.T) {
+	pat, err := bus.ParsePattern(adminQuiesceMatch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1_000_000
+	matched, perInstance := 0, map[int]int{}
+	for i := range n {
+		if pat.Match(adminKey(i)) {
+			matched++
+			perInstance[i%1000]++
+			if adminPool(i) != 0 {
+				t.Fatalf("%q matches %q, of pool %d", adminQuiesceMatch, adminKey(i), adminPool(i))
+			}
+		}
+	}
+	if matched != n/adminPools || len(perInstance) != 1000 {
+		t.Errorf("%q matches %d keys of %d instances; want %d of 1000", adminQuiesceMatch, matched, len(perInstance), n/adminPools)
+	}
+}
+
+func TestArrivalSpread(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms ...int) []time.Time {
+		var ts []time.Time
+		for _, m := range ms {
+			ts = append(ts, t0.Add(time.Duration(m)*time.Millisecond))
+		}
+		return ts
+	}
+	for _, tt := range []struct {
+		name     string
+		arrived  []time.Time
+		spreadMS float64
+		peak     int
+	}{
+		{"none", nil, 0, 0},
+		{"one", at(5), 0, 1},
+		{"unsorted, within a second", at(900, 0, 500), 900, 3},
+		{"a second apart is two windows", at(0, 1000), 1000, 1},
+		{"a dense second later", at(0, 1500, 1600, 1700, 2499), 2499, 4},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			spread, peak := arrivalSpread(tt.arrived)
+			if spread != tt.spreadMS || peak != tt.peak {
+				t.Errorf("arrivalSpread = %v ms, peak %d; want %v ms, %d", spread, peak, tt.spreadMS, tt.peak)
+			}
+		})
+	}
+}
+
 func TestParseMsgLine(t *testing.T) {
 	for _, tt := range []struct {
 		line    string
@@ -119,7 +191,8 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{"defaults are the issue's sizes", nil, func(c config) bool {
 			return c.Keys == 100_000 && c.Messages == 2_000_000 && c.Timely == 100_000 && c.KVKeys == 100_000 &&
-				c.MemoryBackends == 1_000_000 && c.ShutdownBackends == 1_000_000 && c.Out == "bench-results.json"
+				c.MemoryBackends == 1_000_000 && c.ShutdownBackends == 1_000_000 && c.Out == "bench-results.json" &&
+				c.AdminBackends == 1_000_000 && c.HerdBackends == 100_000 && c.HerdRate == 20_000
 		}, false},
 		{"quick shrinks", []string{"-quick"}, func(c config) bool { return c.Keys == 1_000 && c.Timely == 1_000 && c.KVKeys == 200 }, false},
 		{"explicit sizes win over quick", []string{"-quick", "-timely", "5000"}, func(c config) bool {
@@ -141,6 +214,12 @@ func TestParseFlags(t *testing.T) {
 			}
 			return true
 		}, false},
+		{"only herd", []string{"-only", "herd"}, func(c config) bool { return c.runs("herd") && !c.runs("admin") }, false},
+		{"quick herd is small", []string{"-quick"}, func(c config) bool { return c.HerdBackends == 2_000 && c.HerdRate == 5_000 }, false},
+		{"herd rate must be positive", []string{"-herd-rate", "0"}, nil, true},
+		{"admin quiesce rate defaults to unlimited", nil, func(c config) bool { return c.AdminQuiesceRate == 0 }, false},
+		{"admin quiesce rate must not be negative", []string{"-admin-quiesce-rate", "-1"}, nil, true},
+		{"herd baseline must exceed the guard", []string{"-herd-baseline", "1ms"}, nil, true},
 		{"only an unknown section", []string{"-only", "admin,bogus"}, nil, true},
 		{"admin clients must be positive", []string{"-admin-clients", "0"}, nil, true},
 		{"unknown subscriber", []string{"-subscriber", "x"}, nil, true},
@@ -199,6 +278,29 @@ func TestRunQuick(t *testing.T) {
 				t.Errorf("admin phase %q: got %d heartbeats (%d lost), %d lists (%d wrong); want some, none lost or wrong",
 					p.Name, p.Heartbeats.Count, p.HeartbeatErrors, p.Lists.Count, p.ListErrors)
 			}
+		}
+	}
+	if q := res.Admin.Quiesce; q == nil {
+		t.Error("admin: no pattern quiesce")
+	} else if want := cfg.AdminBackends / adminPools; q.Want != want || !q.ReplyOK || q.Quiesced != want || q.Events != want ||
+		q.Missing+q.Duplicates+q.Unexpected != 0 || q.Draining != int64(want) || q.Heartbeats.Count == 0 || q.HeartbeatErrors != 0 {
+		t.Errorf("pattern quiesce: got %+v; want %d matched, quiesced, arrived once and draining, heartbeats answered", q, want)
+	}
+	if h := res.Herd; h == nil {
+		t.Error("no herd section")
+	} else {
+		l := h.Lateness
+		if l.Count != cfg.HerdBackends || l.Early+l.Missing+l.Duplicates+l.Unexpected != 0 {
+			t.Errorf("herd: got %d events, %d early, %d missing, %d duplicate, %d unexpected; want %d, none early, missing or duplicate",
+				l.Count, l.Early, l.Missing, l.Duplicates, l.Unexpected, cfg.HerdBackends)
+		}
+		if h.Baseline.Count == 0 || h.During.Count == 0 || h.BaselineLost+h.DuringLost != 0 || h.SpreadMS <= 0 || h.PeakPerSecond <= 0 {
+			t.Errorf("herd: got %+v; want heartbeats answered in both phases and a spread", h)
+		}
+	}
+	for _, section := range []string{"Pattern quiesce", "7. Herd", "Targets"} {
+		if !strings.Contains(table.String(), section) {
+			t.Errorf("table has no %q section:\n%s", section, table.String())
 		}
 	}
 	if !strings.Contains(table.String(), "Targets") {

@@ -138,6 +138,7 @@ type results struct {
 	Memory            *memoryResult     `json:"memory,omitempty"`
 	Shutdown          *shutdownResult   `json:"shutdown,omitempty"`
 	Admin             *adminResult      `json:"admin_under_load,omitempty"`
+	Herd              *herdResult       `json:"herd,omitempty"`
 	Targets           []target          `json:"targets"`
 	WallSeconds       float64           `json:"wall_seconds"`
 }
@@ -216,17 +217,10 @@ func (r *results) judge() {
 			fmt.Sprintf("%.0f", m.BeyondKey), m.BeyondKey <= 200)
 	}
 	if a := r.Admin; a != nil {
-		for _, p := range a.Phases {
-			if p.Match == "" {
-				continue
-			}
-			h := p.Heartbeats
-			ok := h.Count > 0 && p.HeartbeatErrors == 0
-			add("heartbeat RTT p99 during "+p.Name, "<= 5 ms", fmt.Sprintf("%.2f ms", h.P99MS), ok && h.P99MS <= 5)
-			add("heartbeat RTT max during "+p.Name, "<= 20 ms", fmt.Sprintf("%.2f ms", h.MaxMS), ok && h.MaxMS <= 20)
-			add("lists during "+p.Name+": answered and exact", "> 0, 0 wrong",
-				fmt.Sprintf("%d, %d wrong", p.Lists.Count, p.ListErrors), p.Lists.Count > 0 && p.ListErrors == 0)
-		}
+		a.judge(add)
+	}
+	if h := r.Herd; h != nil {
+		h.judge(add)
 	}
 }
 
@@ -363,20 +357,10 @@ func (r *results) print(out io.Writer) {
 		t.flush()
 	}
 	if a := r.Admin; a != nil {
-		fmt.Fprintf(out, "\n6. Admin under load: %s backends; a heartbeat request every %.0f ms from one connection; %d client(s) listing {\"limit\":%d} in a loop; %.1f s per phase%s\n\n",
-			count(float64(a.Backends)), a.IntervalMS, a.Clients, adminListLimit, a.PhaseSeconds, loadNote(a.OtherCPUPercent))
-		t.row("phase", "match", "heartbeats", "RTT mean ms", "p50 ms", "p99 ms", "max ms", "lists", "list p50 ms", "list max ms", "list total", "GC cycles (pause ms)")
-		for _, p := range a.Phases {
-			h, l := p.Heartbeats, p.Lists
-			list := []string{"", "", "", ""}
-			if p.Match != "" {
-				list = []string{fmt.Sprintf("%d (%d wrong)", l.Count, p.ListErrors), f2(l.P50MS), f2(l.MaxMS), count(float64(p.ListTotal))}
-			}
-			row := append([]string{p.Name, p.Match, fmt.Sprintf("%d (%d lost)", h.Count, p.HeartbeatErrors),
-				f2(h.MeanMS), f2(h.P50MS), f2(h.P99MS), f2(h.MaxMS)}, list...)
-			t.row(append(row, fmt.Sprintf("%d (%.2f)", p.GCCycles, p.GCPauseMS))...)
-		}
-		t.flush()
+		a.print(out, t)
+	}
+	if h := r.Herd; h != nil {
+		h.print(out, t)
 	}
 	fmt.Fprintln(out, "\nTargets")
 	fmt.Fprintln(out)

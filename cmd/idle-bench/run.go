@@ -133,6 +133,18 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.Admin = &r
 	}
+	if cfg.HerdBackends > 0 && cfg.runs("herd") {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureHerd(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("herd: %w", err)
+		}
+		res.Herd = &r
+	}
 	res.judge()
 	res.WallSeconds = time.Since(start).Seconds()
 	res.print(out)
@@ -176,6 +188,17 @@ type runningWorker struct {
 // startWorker connects and runs a worker with an in-memory coordinator
 // (no registry, no stream) and waits until it is ready.
 func startWorker(url string, cfg config, defTimeout time.Duration, obs bus.Observer) (*runningWorker, error) {
+	return startWorkerWith(url, bus.WorkerConfig{
+		Policy:      coordinator.Policy{DefaultIdleTimeout: defTimeout},
+		QueueLength: cfg.QueueLength,
+		Observer:    obs,
+	}, nil)
+}
+
+// startWorkerWith connects, lets prepare (when not nil) complete wc on the
+// worker's connection (to open a store on it, say), then runs a worker with
+// wc and waits until it is ready.
+func startWorkerWith(url string, wc bus.WorkerConfig, prepare func(*nats.Conn, *bus.WorkerConfig) error) (*runningWorker, error) {
 	rw := &runningWorker{closed: make(chan struct{}), done: make(chan error, 1)}
 	nc, err := nats.Connect(url, nats.Name("idle-bench worker"),
 		nats.ClosedHandler(func(*nats.Conn) { close(rw.closed) }))
@@ -183,11 +206,13 @@ func startWorker(url string, cfg config, defTimeout time.Duration, obs bus.Obser
 		return nil, err
 	}
 	rw.nc = nc
-	rw.w, err = bus.NewWorker(nc, bus.WorkerConfig{
-		Policy:      coordinator.Policy{DefaultIdleTimeout: defTimeout},
-		QueueLength: cfg.QueueLength,
-		Observer:    obs,
-	})
+	if prepare != nil {
+		if err := prepare(nc, &wc); err != nil {
+			nc.Close()
+			return nil, err
+		}
+	}
+	rw.w, err = bus.NewWorker(nc, wc)
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -201,7 +226,7 @@ func startWorker(url string, cfg config, defTimeout time.Duration, obs bus.Obser
 	case err := <-rw.done:
 		cancel()
 		nc.Close()
-		return nil, fmt.Errorf("worker stopped before it was ready: %v", err)
+		return nil, fmt.Errorf("worker stopped before it was ready: %w", err)
 	case <-time.After(waitBound):
 		cancel()
 		nc.Close()

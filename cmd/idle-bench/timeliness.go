@@ -236,40 +236,12 @@ func measureTimelyRound(ctx context.Context, url string, cfg config) (timelyRoun
 	for i := range subjects {
 		subjects[i] = subj.Activity("tl." + strconv.Itoa(i))
 	}
-	deadlines := make([]time.Time, n)
-	body := make([]byte, 0, 64)
-	// Heartbeats are sent at most cfg.TimelyWindow ahead of the worker's
-	// applied count, so none waits long in a queue and each publish time is
-	// close to (and never after) the worker's receipt of it.
-	var applied uint64
-	window := uint64(cfg.TimelyWindow)
 	base := time.Now()
-	for i := range n {
-		for stall := time.Now(); uint64(i) >= applied+window; {
-			if applied = rw.w.Stats().Heartbeats; uint64(i) >= applied+window {
-				if err := ctx.Err(); err != nil {
-					return rd, err
-				}
-				if time.Since(stall) > waitBound {
-					return rd, fmt.Errorf("worker stalled after applying %d heartbeats", applied)
-				}
-				time.Sleep(20 * time.Microsecond)
-			}
-		}
-		target := base.Add(cfg.Lead + time.Duration(int64(cfg.Spread)*int64(i)/int64(n)))
-		// The deadline on this clock: the publish time, which precedes the
-		// worker's receive time, plus the timeout rounded up to whole ms.
-		pub := time.Now()
-		timeout := max(time.Millisecond, ceilTo(target.Sub(pub), time.Millisecond))
-		deadlines[i] = pub.Add(timeout)
-		body = append(body[:0], `{"idle_timeout_ms":`...)
-		body = strconv.AppendInt(body, timeout.Milliseconds(), 10)
-		body = append(body, '}')
-		if err := pnc.Publish(subjects[i], body); err != nil {
-			return rd, err
-		}
-	}
-	if err := pnc.FlushTimeout(waitBound); err != nil {
+	applied := func() uint64 { return rw.w.Stats().Heartbeats }
+	deadlines, err := publishTimed(ctx, pnc, subjects, func(i int) time.Time {
+		return base.Add(cfg.Lead + time.Duration(int64(cfg.Spread)*int64(i)/int64(n)))
+	}, cfg.TimelyWindow, applied)
+	if err != nil {
 		return rd, err
 	}
 	rd.publishSeconds = time.Since(base).Seconds()

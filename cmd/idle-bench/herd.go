@@ -1,0 +1,325 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/store"
+)
+
+// herdProbeKeys is how many backends the herd section's prober heartbeats
+// in turn; herdProbeBody is its heartbeat, an hour, so none falls due.
+const (
+	herdProbeKeys = 1000
+	herdProbeBody = `{"idle_timeout_ms":3600000}`
+)
+
+// herdGuard ends the baseline this long before the herd's first deadline.
+const herdGuard = 10 * time.Millisecond
+
+// operatorPolicy is the coordinator policy cmd/idle-worker runs with its
+// defaults: IDLE_DEFAULT_TIMEOUT 30s, IDLE_MAX_BACKENDS 1000000,
+// IDLE_QUIESCE_RETRY 30s, IDLE_QUIESCE_RETRY_MAX 10m, IDLE_FORGET_AFTER 1h.
+func operatorPolicy() coordinator.Policy {
+	return coordinator.Policy{
+		DefaultIdleTimeout: 30 * time.Second,
+		MaxBackends:        1_000_000,
+		RetryInterval:      30 * time.Second,
+		RetryMaxInterval:   10 * time.Minute,
+		ForgetAfter:        time.Hour,
+	}
+}
+
+// herdResult is the herd section: many backends due at once, paced by
+// WorkerConfig.QuiesceRate, with the default JetStream persistence.
+type herdResult struct {
+	Backends    int `json:"backends"`
+	QuiesceRate int `json:"quiesce_rate"`
+	// Burst is the pacer's bucket, a tenth of a second's worth: that many
+	// events may leave at once.
+	Burst       int    `json:"burst"`
+	Persistence string `json:"persistence"`
+	// PublishSeconds is the time to send the herd's heartbeats.
+	PublishSeconds float64 `json:"publish_seconds"`
+	// RegistryBacklog is how many of the herd's registry records were not
+	// yet stored when the baseline began (0: the registry had settled).
+	RegistryBacklog int64 `json:"registry_backlog_at_baseline"`
+	// Lateness is arrival - deadline of each event (deadline: heartbeat
+	// publish time + its timeout, on this program's clock); it grows
+	// through the herd by design, to about (Backends-Burst)/QuiesceRate.
+	Lateness latencySummary `json:"lateness"`
+	// SpreadMS is the time from the first event's arrival to the last's;
+	// ExpectedSpreadMS is (Backends-Burst)/QuiesceRate.
+	SpreadMS         float64 `json:"emission_spread_ms"`
+	ExpectedSpreadMS float64 `json:"expected_spread_ms"`
+	// PeakPerSecond is the most events that arrived within any one second.
+	PeakPerSecond int `json:"peak_events_per_second"`
+	// HeldBackMax is the largest Stats().HeldBack seen during the herd.
+	HeldBackMax int64 `json:"held_back_max"`
+	// Baseline is the prober without a herd, just before it; During is
+	// the same prober from the first deadline to the last event. Each
+	// sends a heartbeat request every IntervalMS.
+	IntervalMS      float64    `json:"heartbeat_interval_ms"`
+	BaselineSeconds float64    `json:"baseline_seconds"`
+	Baseline        rttSummary `json:"baseline_heartbeat_rtt"`
+	BaselineLost    int        `json:"baseline_heartbeats_lost"`
+	During          rttSummary `json:"herd_heartbeat_rtt"`
+	DuringLost      int        `json:"herd_heartbeats_lost"`
+	// The worker's counters afterwards.
+	StreamFailures  uint64 `json:"stream_failures"`
+	StreamAbandoned uint64 `json:"stream_abandoned"`
+	Redeliveries    uint64 `json:"redeliveries"`
+	WorkerDropped   uint64 `json:"worker_dropped"`
+	PublishErrors   uint64 `json:"publish_errors"`
+	// CPU share of the machine (both cores: 100) this process (worker,
+	// server, subscriber, prober) used during the baseline and the herd.
+	BaselineCPUPercent float64 `json:"baseline_process_cpu_percent"`
+	HerdCPUPercent     float64 `json:"herd_process_cpu_percent"`
+	// GC cycles and their stop-the-world pauses during the herd.
+	GCCycles        uint32  `json:"gc_cycles"`
+	GCPauseMS       float64 `json:"gc_pause_ms"`
+	OtherCPUPercent float64 `json:"other_cpu_percent"`
+}
+
+// removeStore deletes the quiesce stream and registry bucket the herd's
+// worker created, so the server is left as it was; best effort.
+func removeStore(url string) {
+	nc, err := nats.Connect(url, nats.Name("idle-bench store cleanup"))
+	if err != nil {
+		return
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
+	defer cancel()
+	_ = js.DeleteStream(ctx, store.DefaultStreamName)
+	_ = js.DeleteKeyValue(ctx, store.DefaultRegistryBucket)
+}
+
+// waitFor polls cond every millisecond until it holds, failing after
+// waitBound or when ctx is done.
+func waitFor(ctx context.Context, what string, cond func() bool) error {
+	for deadline := time.Now().Add(waitBound); !cond(); {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s: not within %v", what, waitBound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return nil
+}
+
+// measureHerd runs a worker as operators do by default (JetStream
+// registry and quiesce stream, store.Open's defaults, the default policy)
+// with QuiesceRate cfg.HerdRate. A prober heartbeats herdProbeKeys
+// backends every cfg.AdminInterval: first for cfg.HerdBaseline with no
+// herd (the baseline), then while cfg.HerdBackends backends fall due
+// together and leave at the rate. Each of them heartbeated once, asking for
+// the time left until one common deadline (rounded up to a whole ms), so
+// all deadlines fall within a millisecond however long the heartbeats took
+// to send. A subscriber stamps each event.
+func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error) {
+	n := cfg.HerdBackends
+	r := herdResult{Backends: n, QuiesceRate: cfg.HerdRate, Burst: max(cfg.HerdRate/10, 1), IntervalMS: ms(cfg.AdminInterval),
+		Persistence: fmt.Sprintf("JetStream (IDLE_PERSIST=auto): registry bucket %s, quiesce stream %s on file storage, store defaults",
+			store.DefaultRegistryBucket, store.DefaultStreamName)}
+	if n > r.Burst {
+		r.ExpectedSpreadMS = 1000 * float64(n-r.Burst) / float64(cfg.HerdRate)
+	}
+	subj := bus.MustSubjects(bus.DefaultPrefix)
+	var reg *store.KVRegistry
+	defer removeStore(url)
+	rw, err := startWorkerWith(url, bus.WorkerConfig{Policy: operatorPolicy(), QuiesceRate: cfg.HerdRate, QueueLength: cfg.QueueLength},
+		func(nc *nats.Conn, wc *bus.WorkerConfig) error {
+			octx, cancel := context.WithTimeout(ctx, waitBound)
+			defer cancel()
+			st, err := store.Open(octx, nc, subj, store.Config{}, nil)
+			if err != nil {
+				return fmt.Errorf("store: %w", err)
+			}
+			reg, wc.Registry, wc.Publisher = st.Registry, st.Registry, st.Stream
+			return nil
+		})
+	if err != nil {
+		return r, err
+	}
+	defer rw.stop()
+
+	got := newArrivals(n)
+	prefix := subj.Quiesce("herd.")
+	rs, err := rawSubscribe(url, subj.Quiesce(">"), func(subject []byte, at time.Time) {
+		i, ok := keyIndex(subject, prefix)
+		got.record(i, ok, at)
+	})
+	if err != nil {
+		return r, err
+	}
+	defer rs.Close()
+	pnc, err := nats.Connect(url, nats.Name("idle-bench herd heartbeats"))
+	if err != nil {
+		return r, err
+	}
+	defer pnc.Close()
+
+	// The prober's backends, tracked and stored before anything is measured.
+	probe := make([]string, herdProbeKeys)
+	for i := range probe {
+		probe[i] = subj.Activity("probe." + strconv.Itoa(i))
+		if err := pnc.Publish(probe[i], []byte(herdProbeBody)); err != nil {
+			return r, err
+		}
+	}
+	if err := pnc.FlushTimeout(waitBound); err != nil {
+		return r, err
+	}
+	settled := func(want uint64) func() bool {
+		return func() bool { return reg.Counters().Written >= want && reg.Pending() == 0 }
+	}
+	if err := waitFor(ctx, "probe backends tracked", func() bool { return rw.w.Stats().Running == herdProbeKeys }); err != nil {
+		return r, err
+	}
+	if err := waitFor(ctx, "probe backends stored", settled(herdProbeKeys)); err != nil {
+		return r, err
+	}
+
+	// The herd: every deadline at target, rounded up to a whole ms.
+	subjects := make([]string, n)
+	for i := range subjects {
+		subjects[i] = subj.Activity("herd." + strconv.Itoa(i))
+	}
+	written0, beats0 := reg.Counters().Written, rw.w.Stats().Heartbeats
+	base := time.Now()
+	target := base.Add(cfg.HerdLead + cfg.HerdBaseline)
+	deadlines, err := publishTimed(ctx, pnc, subjects, func(int) time.Time { return target },
+		cfg.TimelyWindow, func() uint64 { return rw.w.Stats().Heartbeats - beats0 })
+	if err != nil {
+		return r, err
+	}
+	r.PublishSeconds = time.Since(base).Seconds()
+	first, last := deadlines[0], deadlines[0]
+	for _, dl := range deadlines {
+		first, last = minTime(first, dl), maxTime(last, dl)
+	}
+	r.Lateness.DeadlineSpanMS = ms(last.Sub(first))
+
+	// The baseline, once the registry has stored the herd (or when its
+	// time has come), until just before the first deadline.
+	baselineStart := first.Add(-cfg.HerdBaseline)
+	for !settled(written0+uint64(n))() && time.Now().Before(baselineStart) {
+		if err := ctx.Err(); err != nil {
+			return r, err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.RegistryBacklog = max(0, int64(written0)+int64(n)-int64(reg.Counters().Written))
+	time.Sleep(time.Until(baselineStart))
+	b0, load := time.Now(), sampleCPU()
+	base0, err := probeFor(ctx, pnc, probe, []byte(herdProbeBody), cfg.AdminInterval, time.Until(first.Add(-herdGuard)))
+	if err != nil {
+		return r, err
+	}
+	r.BaselineCPUPercent = selfLoad(load, sampleCPU())
+	r.BaselineSeconds = time.Since(b0).Seconds()
+	r.Baseline, r.BaselineLost = summarizeRTT(base0.rtt), base0.lost
+
+	// The herd, probed the same way, watching the held-back gauge.
+	time.Sleep(time.Until(first))
+	var gc0, gc1 runtime.MemStats
+	runtime.ReadMemStats(&gc0)
+	load = sampleCPU()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			r.HeldBackMax = max(r.HeldBackMax, rw.w.Stats().HeldBack)
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	})
+	var during heartbeatProbe
+	var probeErr error
+	wg.Go(func() {
+		during, probeErr = probeHeartbeats(ctx, pnc, probe, []byte(herdProbeBody), cfg.AdminInterval, stop)
+	})
+	bound := last.Add(2*time.Duration(r.ExpectedSpreadMS*float64(time.Millisecond)) + waitBound)
+	waitErr := got.wait(ctx, bound)
+	close(stop)
+	wg.Wait()
+	r.HerdCPUPercent = selfLoad(load, sampleCPU())
+	runtime.ReadMemStats(&gc1)
+	r.GCCycles, r.GCPauseMS = gc1.NumGC-gc0.NumGC, ms(time.Duration(gc1.PauseTotalNs-gc0.PauseTotalNs))
+	if err := errors.Join(waitErr, probeErr); err != nil {
+		return r, err
+	}
+	r.During, r.DuringLost = summarizeRTT(during.rtt), during.lost
+
+	late, missing := got.lateness(deadlines)
+	span := r.Lateness.DeadlineSpanMS
+	r.Lateness = summarize(late)
+	r.Lateness.Missing, r.Lateness.DeadlineSpanMS = missing, span
+	got.mu.Lock()
+	r.Lateness.Duplicates, r.Lateness.Unexpected = got.dups, got.unexpected
+	arrived := make([]time.Time, 0, got.got)
+	for _, at := range got.at {
+		if !at.IsZero() {
+			arrived = append(arrived, at)
+		}
+	}
+	got.mu.Unlock()
+	r.SpreadMS, r.PeakPerSecond = arrivalSpread(arrived)
+	s := rw.w.Stats()
+	r.StreamFailures, r.StreamAbandoned, r.Redeliveries = s.StreamFailures, s.StreamAbandoned, s.Redeliveries
+	r.WorkerDropped, r.PublishErrors = s.Dropped, s.PublishErrors
+	return r, nil
+}
+
+// arrivalSpread sorts arrived and returns the time from the first to the
+// last, in ms, and the most arrivals within any one second.
+func arrivalSpread(arrived []time.Time) (spreadMS float64, peak int) {
+	if len(arrived) == 0 {
+		return 0, 0
+	}
+	slices.SortFunc(arrived, func(a, b time.Time) int { return a.Compare(b) })
+	for i, j := 0, 0; j < len(arrived); j++ {
+		for arrived[j].Sub(arrived[i]) >= time.Second {
+			i++
+		}
+		peak = max(peak, j-i+1)
+	}
+	return ms(arrived[len(arrived)-1].Sub(arrived[0])), peak
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
