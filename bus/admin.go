@@ -154,6 +154,9 @@ func (w *Worker) adminQuiesce(req micro.Request) {
 			n++
 		}
 	})
+	if err != nil && n > 0 {
+		w.log.Warn("forced quiesce cut short by shutdown", "match", pat.String(), "reason", reason.String(), "quiesced", n)
+	}
 	if err == nil && n > 0 {
 		err = w.do(func() {
 			w.log.Info("forced quiesce", "match", pat.String(), "reason", reason.String(), "quiesced", n)

@@ -46,6 +46,9 @@ type RegistryState struct {
 	// Unreadable says why the stored id or high-water mark could not be
 	// read (empty when they could); the worker then starts a new id space.
 	Unreadable string
+	// NewID says Load created ID: the registry was empty, so no high-water
+	// mark is expected yet.
+	NewID bool
 }
 
 // RegistryCounters are a Registry's counters, read by Worker.Stats.

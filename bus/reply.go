@@ -6,9 +6,10 @@ import (
 )
 
 // DefaultReplyPrefixes are the reply subjects the worker answers by default:
-// nats.go's inboxes (_INBOX.) and the per-user inbox prefixes
-// (_INBOX_<user>.) that deploy/nats-server.conf hands out.
-var DefaultReplyPrefixes = []string{"_INBOX.", "_INBOX_"}
+// nats.go's inboxes (_INBOX.), the per-user inbox prefixes (_INBOX_<user>.)
+// that deploy/nats-server.conf hands out, and the reply subjects the server
+// makes for requests that cross accounts through a service import (_R_.).
+var DefaultReplyPrefixes = []string{"_INBOX.", "_INBOX_", "_R_."}
 
 // replyFilter decides which reply subjects the worker publishes on. A reply
 // subject is the requester's word: answering one outside an inbox would
@@ -18,6 +19,7 @@ var DefaultReplyPrefixes = []string{"_INBOX.", "_INBOX_"}
 type replyFilter struct {
 	prefixes []string
 	own      string // "P.": never answered, whatever the prefixes say
+	inbox    string // the worker's own inboxes, when private: never answered
 }
 
 // newReplyFilter checks prefixes (nil: DefaultReplyPrefixes) against the
@@ -53,7 +55,8 @@ func CheckReplyPrefixes(prefixes []string, subjects Subjects) error {
 
 // allow reports whether the worker may publish a reply on subject.
 func (f replyFilter) allow(subject string) bool {
-	if subject == "" || subject[0] == '$' || strings.HasPrefix(subject, f.own) {
+	if subject == "" || subject[0] == '$' || strings.HasPrefix(subject, f.own) ||
+		(f.inbox != "" && strings.HasPrefix(subject, f.inbox)) {
 		return false
 	}
 	for _, p := range f.prefixes {

@@ -40,18 +40,23 @@ func (w *Worker) restore(ctx context.Context) error {
 			return err
 		}
 	}
-	recs, skipped := w.checkRecords(st)
+	recs, skipped := w.checkRecords(st) // renewed, counted with the skipped
+	// The floor first: backends restored without their stored generation
+	// get fresh ones above every generation handed out before.
+	w.coord.SetGenerationFloor(st.HighWater)
 	now := w.now()
 	restored := 0
+	refused := 0
 	for _, rec := range recs {
 		if err := w.coord.Restore(rec, now); err != nil {
-			w.log.Warn("registry record not restored", "backend", rec.Key, "error", err)
-			skipped++
+			if refused++; refused == 1 {
+				w.log.Warn("registry records not restored: a backend limit is reached", "first", truncate(rec.Key, 200), "error", err)
+			}
 			continue
 		}
 		restored++
 	}
-	w.coord.SetGenerationFloor(st.HighWater)
+	skipped += refused
 	w.incarn = st.ID
 	w.hwm = w.coord.Generation() + generationBlock
 	// Stored before any id of this run is used, so a crash right after
@@ -83,43 +88,57 @@ func checkIDSpace(st RegistryState) string {
 	if st.HighWater > maxGeneration {
 		return fmt.Sprintf("high-water mark %d beyond %d", st.HighWater, uint64(maxGeneration))
 	}
+	if st.HighWater == 0 && !st.NewID {
+		// Ids of this registry were handed out, but how far is unknown.
+		return "high-water mark missing"
+	}
 	return ""
 }
 
-// checkRecords returns the records of st that are safe to restore and how
-// many it skipped. Generations must be unique, at most the high-water mark
-// (every generation handed out is), and far from wrapping: a record that
-// breaks this would reuse an event id already sent. A timeout above
-// MaxTimeout is clamped to it. Each kind of problem is logged once.
+// checkRecords returns the records of st to restore and how many it had to
+// renew. A running record, or a
+// draining one that was sent a drain, keeps its generation, so a drain sent
+// before a restart or crash is re-sent with the same id; that generation
+// must be unique among them, at most the high-water mark (every generation
+// handed out is) and far from wrapping, or it would reuse or wrap an event
+// id: then the record gets a fresh generation instead (counted as
+// renewed). Quiesced and report-drained records always get fresh ones:
+// nothing will be re-sent with theirs. A timeout above MaxTimeout is clamped
+// to it. Each kind of problem is logged once.
 func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 	seen := make(map[uint64]struct{}, len(st.Records))
 	out := st.Records[:0]
 	skipped, clamped := 0, 0
 	logged := map[string]bool{}
-	skip := func(rec coordinator.Record, why string) {
+	renew := func(rec *coordinator.Record, why string) {
 		skipped++
 		if !logged[why] {
 			logged[why] = true
-			w.log.Warn("skipping registry record", "backend", truncate(rec.Key, 200), "generation", rec.Generation, "reason", why)
+			w.log.Warn("registry record's generation unusable; restoring it with a fresh one (a re-send gets a new id)",
+				"backend", truncate(rec.Key, 200), "generation", rec.Generation, "reason", why)
 		}
+		rec.Generation = 0
 	}
 	for _, rec := range st.Records {
+		resend := rec.State == coordinator.Running || (rec.State == coordinator.Draining && rec.Reason != 0)
 		_, dup := seen[rec.Generation]
 		switch {
+		case !resend:
+			rec.Generation = 0 // nothing re-sent with it: a fresh one
 		case rec.Generation == 0 || rec.Generation > maxGeneration:
-			skip(rec, "generation out of range")
-		case st.HighWater > 0 && rec.Generation > st.HighWater:
-			skip(rec, "generation above the high-water mark")
+			renew(&rec, "generation out of range")
+		case st.HighWater > 0 && rec.Generation > st.HighWater: // none in a new id space
+			renew(&rec, "generation above the high-water mark")
 		case dup:
-			skip(rec, "generation already used by another record")
+			renew(&rec, "generation already used by another record")
 		default:
 			seen[rec.Generation] = struct{}{}
-			if rec.IdleTimeout > w.cfg.MaxTimeout {
-				rec.IdleTimeout = w.cfg.MaxTimeout
-				clamped++
-			}
-			out = append(out, rec)
 		}
+		if rec.IdleTimeout > w.cfg.MaxTimeout {
+			rec.IdleTimeout = w.cfg.MaxTimeout
+			clamped++
+		}
+		out = append(out, rec)
 	}
 	if clamped > 0 {
 		w.log.Warn("registry records had timeouts above the maximum; clamped", "records", clamped, "max_timeout", w.cfg.MaxTimeout)

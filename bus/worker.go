@@ -21,6 +21,9 @@ const (
 	DefaultMaxBody     = 4096
 	// DefaultShutdownTimeout is WorkerConfig.ShutdownTimeout's default.
 	DefaultShutdownTimeout = 4 * time.Second
+	// DefaultQuiesceRate is the event budget idle-worker runs with
+	// (IDLE_QUIESCE_RATE); WorkerConfig.QuiesceRate's zero means no limit.
+	DefaultQuiesceRate = 20000
 	// DefaultSummaryInterval is WorkerConfig.SummaryInterval's default.
 	DefaultSummaryInterval = 10 * time.Second
 	// ServiceName is the name of the admin micro service.
@@ -191,6 +194,12 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 	replies, err := newReplyFilter(cfg.ReplyPrefixes, cfg.Subjects)
 	if err != nil {
 		return nil, fmt.Errorf("bus: reply prefixes: %w", err)
+	}
+	if p := nc.Opts.InboxPrefix; p != "" && p != "_INBOX" {
+		// The connection's inboxes are its own (natsconn.DialConfig's
+		// InboxPrefix): a reply there would land in the worker's own
+		// request or acknowledgement handlers.
+		replies.inbox = p + "."
 	}
 	log := cfg.Logger.With("component", "worker")
 	w := &Worker{

@@ -110,16 +110,16 @@ func (c *Coordinator) due(e *entry, t int64) Due {
 // operator's drain does: the next CollectDue at or after now returns it
 // (after the backends already due, so a paced caller keeps deadline order),
 // even if it is active meanwhile. It returns false, changing nothing, when
-// key is not tracked or not Running, or r is zero.
+// key is not tracked or not Running, already forced (the first request
+// stands, so a repeated operator request counts nothing twice), or r is
+// zero.
 func (c *Coordinator) Force(key string, now time.Time, r Reason) bool {
 	t := c.offset(now)
 	e, ok := c.entries[key]
-	if !ok || e.state != Running || r == 0 { // forced 0 means none asked
+	if !ok || e.state != Running || e.forced != 0 || r == 0 { // forced 0 means none asked
 		return false
 	}
-	if e.forced == 0 || e.due > t {
-		c.schedule(e, t)
-	}
+	c.schedule(e, t)
 	e.forced = r
 	return true
 }
@@ -151,18 +151,30 @@ func (c *Coordinator) NextDeadline() (time.Time, bool) {
 	return time.Time{}, false
 }
 
-// DueCount returns how many backends may be due at now: those CollectDue
-// would return, plus running ones whose deadline index is stale (they were
-// refreshed since). It costs O(k) for k such backends.
+// dueCountLimit bounds the entries DueCount visits, so that counting a
+// large herd costs about a millisecond at most.
+const dueCountLimit = 100_000
+
+// DueCount returns how many drains are due at now: first emissions and
+// re-sends that CollectDue would return, counting at most about 100 000. A
+// running backend refreshed since its deadline index was set is not due and
+// is not counted. It costs O(k)
+// for the k entries whose index time has come.
 func (c *Coordinator) DueCount(now time.Time) int {
 	t := c.offset(now)
-	n := 0
+	n, visited := 0, 0
 	var walk func(i int)
 	walk = func(i int) {
-		if i >= len(c.heap) || c.heap[i].due > t {
+		if i >= len(c.heap) || c.heap[i].due > t || visited >= dueCountLimit {
 			return
 		}
-		n++
+		visited++
+		switch e := c.heap[i]; {
+		case e.state == Running && (e.forced != 0 || e.deadline() <= t):
+			n++ // a first emission
+		case e.state == Draining && e.attempt > 0 && c.retry > 0:
+			n++ // a re-send (forgetting, which sends nothing, is not counted)
+		}
 		walk(2*i + 1)
 		walk(2*i + 2)
 	}

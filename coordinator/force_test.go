@@ -222,20 +222,20 @@ func TestForce(t *testing.T) {
 			at:           20 * time.Second, want: []wantDue{
 				{"early", IdleTimeout, 20 * time.Second}, {"late", BrokerShutdown, 20 * time.Second}, {"run", Maintenance, 20 * time.Second},
 			}, wantState: Draining},
-		{name: "forced again earlier: the earlier time and the last reason",
+		{name: "forced again earlier: the first request stands",
 			ops: []op{
 				{at: 8 * time.Second, do: "force", key: "run", reason: Maintenance, want: true},
-				{at: 5 * time.Second, do: "force", key: "run", reason: BrokerShutdown, want: true},
+				{at: 5 * time.Second, do: "force", key: "run", reason: BrokerShutdown, want: false},
 			},
-			nextDeadline: 5 * time.Second,
-			at:           5 * time.Second, want: []wantDue{{"run", BrokerShutdown, 5 * time.Second}}, wantState: Draining},
-		{name: "forced again later: the first time and the last reason",
+			nextDeadline: 8 * time.Second,
+			at:           8 * time.Second, want: []wantDue{{"run", Maintenance, 8 * time.Second}}, wantState: Draining},
+		{name: "forced again later: the first request stands",
 			ops: []op{
 				{at: 5 * time.Second, do: "force", key: "run", reason: Maintenance, want: true},
-				{at: 8 * time.Second, do: "force", key: "run", reason: BrokerShutdown, want: true},
+				{at: 8 * time.Second, do: "force", key: "run", reason: BrokerShutdown, want: false},
 			},
 			nextDeadline: 5 * time.Second,
-			at:           5 * time.Second, want: []wantDue{{"run", BrokerShutdown, 5 * time.Second}}, wantState: Draining},
+			at:           5 * time.Second, want: []wantDue{{"run", Maintenance, 5 * time.Second}}, wantState: Draining},
 		{name: "draining report cancels it",
 			ops: []op{
 				{at: 5 * time.Second, do: "force", key: "run", reason: Maintenance, want: true},

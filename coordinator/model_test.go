@@ -343,11 +343,17 @@ func TestModel(t *testing.T) {
 				if errors.As(wantErr, new(refInstanceFull)) {
 					cov.instanceFull++
 				}
+				if wantErr == nil && rec.Generation == 0 {
+					fresh(t, "Restore", rec.Key)
+				}
 			},
 			// Restart rebuilds the Coordinator from its own Records, as the
 			// worker does from its registry after a restart or a crash.
 			"Restart": func(t *rapid.T) {
 				c2 := New(c.Policy())
+				// The worker sets the floor to its stored high-water mark
+				// before restoring.
+				c2.SetGenerationFloor(c.Generation())
 				for _, k := range ref.keys() {
 					b := ref.m[k]
 					rec, ok := c.Record(k)
@@ -363,7 +369,6 @@ func TestModel(t *testing.T) {
 						cov.restartsPending++
 					}
 				}
-				c2.SetGenerationFloor(c.Generation())
 				c = c2
 				ref.restart(now)
 			},

@@ -240,13 +240,10 @@ func (r *refModel) report(key string, now time.Time, s State) bool {
 // or at the earlier time it was already asked for; the last reason wins.
 func (r *refModel) force(key string, now time.Time, reason Reason) bool {
 	b, ok := r.m[key]
-	if !ok || b.state != Running || reason == 0 {
-		return false
+	if !ok || b.state != Running || reason == 0 || b.forced != 0 {
+		return false // the first request stands
 	}
-	if b.forced == 0 || now.Before(b.forcedAt) {
-		b.forcedAt = now
-	}
-	b.forced = reason
+	b.forcedAt, b.forced = now, reason
 	return true
 }
 
@@ -383,7 +380,10 @@ func (r *refModel) restore(rec Record, now time.Time) error {
 	if st < Running || st > Quiesced {
 		st = Running
 	}
-	b := &refBackend{last: now, touched: now, timeout: refClamp(rec.IdleTimeout), state: st, gen: rec.Generation, reason: rec.Reason}
+	// A stored generation is kept; zero asks for a fresh one, which the
+	// caller records.
+	b := &refBackend{last: now, touched: now, timeout: refClamp(rec.IdleTimeout), state: st, reason: rec.Reason, gen: rec.Generation}
+	r.maxGen = max(r.maxGen, rec.Generation)
 	if st == Draining && rec.Reason != 0 {
 		// Drained by an emission: it is re-sent, same id.
 		b.attempts = 1
@@ -392,7 +392,6 @@ func (r *refModel) restore(rec Record, now time.Time) error {
 		}
 	}
 	r.m[rec.Key] = b
-	r.maxGen = max(r.maxGen, rec.Generation)
 	return nil
 }
 

@@ -133,25 +133,28 @@ func TestRestore(t *testing.T) {
 	tests := []struct {
 		name      string
 		rec       Record
+		wantGen   uint64 // the stored one, or a fresh one above the floor for 0
 		wantState State
 		wantDue   []time.Duration // offsets from now at which CollectDue must return the key
 		wantUnak  int
 	}{
-		{"running gets a full timeout of grace", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Running, Generation: 7}, Running, []time.Duration{5 * time.Second}, 0},
-		{"draining stays draining and is redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7, Reason: IdleTimeout}, Draining,
+		{"running gets a full timeout of grace", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Running, Generation: 7}, 7, Running, []time.Duration{5 * time.Second}, 0},
+		{"draining stays draining and is redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7, Reason: IdleTimeout}, 7, Draining,
 			[]time.Duration{time.Second + time.Duration(jitter(int64(time.Second/4), "k", 1))}, 1},
-		{"draining by report is not redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7}, Draining, nil, 0},
-		{"quiesced stays quiesced", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Quiesced, Generation: 7, Reason: IdleTimeout}, Quiesced, nil, 0},
+		{"draining by report is not redelivered", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Draining, Generation: 7}, 7, Draining, nil, 0},
+		{"quiesced stays quiesced", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Quiesced, Generation: 7, Reason: IdleTimeout}, 7, Quiesced, nil, 0},
+		{"generation 0 gets a fresh one", Record{Key: "k", IdleTimeout: 5 * time.Second, State: Running}, 101, Running, []time.Duration{5 * time.Second}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := New(retryPolicy())
+			c.SetGenerationFloor(100) // the stored high-water mark
 			if err := c.Restore(tt.rec, now); err != nil {
 				t.Fatalf("Restore: %v", err)
 			}
 			b, ok := c.Get("k", now)
-			if !ok || b.State != tt.wantState || b.Generation != 7 || b.IdleTimeout != 5*time.Second {
-				t.Fatalf("Get: got %+v; want state %v, generation 7, timeout 5s", b, tt.wantState)
+			if !ok || b.State != tt.wantState || b.Generation != tt.wantGen || b.IdleTimeout != 5*time.Second {
+				t.Fatalf("Get: got %+v; want state %v, generation %d, timeout 5s", b, tt.wantState, tt.wantGen)
 			}
 			if got := c.Unacknowledged(); got != tt.wantUnak {
 				t.Errorf("Unacknowledged: got %d; want %d", got, tt.wantUnak)
@@ -166,8 +169,8 @@ func TestRestore(t *testing.T) {
 				t.Fatalf("early: got %+v; want nothing", got)
 			}
 			got := c.CollectDue(now.Add(tt.wantDue[0]))
-			if len(got) != 1 || got[0].Generation != 7 {
-				t.Fatalf("got %+v; want k with generation 7", got)
+			if len(got) != 1 || got[0].Generation != tt.wantGen {
+				t.Fatalf("got %+v; want k with generation %d", got, tt.wantGen)
 			}
 			checkInvariants(t, c)
 		})

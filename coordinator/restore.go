@@ -11,9 +11,14 @@ import (
 // Restore inserts a backend from a registry at now, replacing any entry of
 // the same key. A Running backend gets a full timeout of grace from now; a
 // Draining one stays Draining (its next redelivery, if on, is one retry
-// interval from now); a Quiesced one stays Quiesced. The generation counter
-// moves past rec.Generation so it is never reused. It returns ErrFull when
-// the key is new and MaxBackends or MaxPerInstance is reached.
+// interval from now); a Quiesced one stays Quiesced. The backend keeps
+// rec.Generation, so that a drain sent before a restart or crash is re-sent
+// with the same id, and the generation counter moves past it; a zero
+// rec.Generation asks for a fresh one instead. Callers that persist
+// generations set the floor (SetGenerationFloor) to their stored high-water
+// mark first, so fresh generations are never ones handed out before. It
+// returns ErrFull when the key is new and MaxBackends or MaxPerInstance is
+// reached.
 func (c *Coordinator) Restore(rec Record, now time.Time) error {
 	t := c.offset(now)
 	if rec.State < Running || rec.State > Quiesced {
@@ -24,9 +29,14 @@ func (c *Coordinator) Restore(rec Record, now time.Time) error {
 	} else if err := c.admit(rec.Key); err != nil {
 		return err
 	}
+	if rec.Generation != 0 {
+		c.SetGenerationFloor(rec.Generation)
+	} else {
+		c.lastGen++
+		rec.Generation = c.lastGen
+	}
 	e := &entry{key: strings.Clone(rec.Key), last: t, touched: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
 	c.insert(e)
-	c.SetGenerationFloor(rec.Generation)
 	switch {
 	case e.state == Running:
 		c.push(e, e.deadline())

@@ -12,15 +12,16 @@ import (
 )
 
 // Registry records are stored data anyone with access to the bucket can
-// write. A record whose generation could wrap, lies above the high-water
-// mark or repeats another's would make the worker reuse an event id; a
-// timeout above IDLE_MAX_TIMEOUT would be restored as is. Such records are
-// skipped (or clamped) and counted; an unreadable id or high-water mark
-// starts a new id space.
+// write. A record keeps its generation, so a drain sent before a crash is
+// re-sent with its id; one whose generation could wrap, lies above the
+// high-water mark or repeats another's would reuse an event id, and gets a
+// fresh generation instead. A timeout above IDLE_MAX_TIMEOUT is clamped. An unreadable, missing or absurd id or high-water mark starts a
+// new id space. Whatever the records say, no event id repeats.
 func TestHandWrittenRecords(t *testing.T) {
 	tests := []struct {
 		name        string
 		entries     map[string]string // written into the bucket before the restart
+		deleteHWM   bool              // and m.hwm purged
 		wantSkipped int64
 		wantKeys    []string // restored, sorted
 		newIDSpace  bool
@@ -28,16 +29,38 @@ func TestHandWrittenRecords(t *testing.T) {
 		{
 			name: "unsafe generations and a huge timeout",
 			entries: map[string]string{
-				"b.hw.max":     `{"timeout_ms":60000,"state":"running","generation":18446744073709551615}`,
-				"b.hw.above":   `{"timeout_ms":60000,"state":"draining","generation":70000,"reason":"idle_timeout"}`,
-				"b.hw.dup1":    `{"timeout_ms":60000,"state":"running","generation":7}`,
-				"b.hw.dup2":    `{"timeout_ms":60000,"state":"running","generation":7}`,
-				"b.hw.zero":    `{"timeout_ms":60000,"state":"running","generation":0}`,
-				"b.hw.long":    `{"timeout_ms":864000000,"state":"running","generation":8}`,
+				// Running: kept generations, fresh ones where unsafe.
+				"b.hw.max":  `{"timeout_ms":60000,"state":"running","generation":18446744073709551615}`,
+				"b.hw.dup1": `{"timeout_ms":60000,"state":"running","generation":1}`,
+				"b.hw.dup2": `{"timeout_ms":60000,"state":"running","generation":1}`,
+				"b.hw.zero": `{"timeout_ms":60000,"state":"running","generation":0}`,
+				"b.hw.long": `{"timeout_ms":864000000,"state":"running","generation":8}`,
+				// Sent drains keep their generation too, unless unsafe.
+				"b.hw.above": `{"timeout_ms":60000,"state":"draining","generation":70000,"reason":"idle_timeout"}`,
+				"b.hw.wrap":  `{"timeout_ms":60000,"state":"draining","generation":18446744073709551615,"reason":"idle_timeout"}`,
+				"b.hw.d1":    `{"timeout_ms":60000,"state":"draining","generation":9,"reason":"maintenance"}`,
+				"b.hw.d2":    `{"timeout_ms":60000,"state":"draining","generation":9,"reason":"maintenance"}`,
+				// Undecodable, and a second spelling of a key.
 				"b.hw.garbage": `{"timeout_ms":`,
+				"b.hw=2Ealias": `{"timeout_ms":60000,"state":"running","generation":3}`,
 			},
-			wantSkipped: 5, // max, above, one dup, zero, garbage
-			wantKeys:    []string{"hw.dup?", "hw.long"},
+			wantSkipped: 8, // renewed: max, one dup, zero, above, wrap, one d; skipped: garbage, alias
+			wantKeys:    []string{"hw.above", "hw.d1", "hw.d2", "hw.dup1", "hw.dup2", "hw.long", "hw.max", "hw.wrap", "hw.zero"},
+		},
+		{
+			name:        "high-water mark deleted",
+			entries:     map[string]string{"b.hw.a": `{"timeout_ms":60000,"state":"running","generation":3}`},
+			deleteHWM:   true,
+			wantKeys:    []string{"hw.a"},
+			newIDSpace:  true,
+			wantSkipped: 0,
+		},
+		{
+			name:        "high-water mark at the top of the range",
+			entries:     map[string]string{"m.hwm": "18446744073709551615", "b.hw.a": `{"timeout_ms":60000,"state":"running","generation":3}`},
+			wantKeys:    []string{"hw.a"},
+			newIDSpace:  true,
+			wantSkipped: 0,
 		},
 		{
 			name:        "id replaced by a reply",
@@ -71,6 +94,11 @@ func TestHandWrittenRecords(t *testing.T) {
 			for k, v := range tt.entries {
 				if _, err := kv.PutString(ctx, k, v); err != nil {
 					t.Fatalf("put %s: %v", k, err)
+				}
+			}
+			if tt.deleteHWM {
+				if err := kv.Purge(ctx, "m.hwm"); err != nil {
+					t.Fatal(err)
 				}
 			}
 

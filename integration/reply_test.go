@@ -148,3 +148,21 @@ func TestAdminReplyOutsideInbox(t *testing.T) {
 		t.Errorf("backend is %q; want draining", s)
 	}
 }
+
+// A worker whose connection has inboxes of its own (as idle-worker's does)
+// refuses replies into them: a client that read one of its acknowledgement
+// inboxes (brokers see them on quiesce events) cannot have the worker answer
+// into its own JetStream acknowledgement handler.
+func TestReplyIntoWorkersOwnInbox(t *testing.T) {
+	s := startServer(t)
+	wnc := connect(t, s.ClientURL(), nats.CustomInboxPrefix("_INBOX.worker-own"))
+	w := startWorkerOn(t, wnc, bus.WorkerConfig{Policy: coordinator.DefaultPolicy()})
+	nc := connect(t, s.ClientURL())
+	if err := nc.PublishMsg(&nats.Msg{Subject: prefix + ".activity.own.a", Reply: "_INBOX.worker-own.ack.1"}); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat(t, nc, "own.b", "") // an ordinary inbox is still answered
+	if got := w.Stats(); got.Rejected["bad_reply"] != 1 || got.Heartbeats != 2 {
+		t.Errorf("bad_reply %d, heartbeats %d; want 1 and 2 (applied, not answered)", got.Rejected["bad_reply"], got.Heartbeats)
+	}
+}

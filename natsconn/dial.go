@@ -41,6 +41,11 @@ type DialConfig struct {
 	// connection, in the caller's terms (idle-worker names its IDLE_NATS_*
 	// variable). Nil: Setting.String.
 	SettingName func(Setting) string
+	// InboxPrefix, when set, is the prefix of the connection's own inboxes
+	// (its requests' and JetStream acknowledgements' replies) instead of
+	// the shared "_INBOX". A prefix of its own lets the worker refuse
+	// replies that point into its own inboxes.
+	InboxPrefix string
 }
 
 // DeadAfter is the longest a dead connection that says nothing goes
@@ -97,6 +102,9 @@ func Dial(urls string, cfg DialConfig, logger *slog.Logger) (_ *nats.Conn, close
 		}),
 		nats.ClosedHandler(func(*nats.Conn) { close(done) }),
 	)
+	if cfg.InboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(cfg.InboxPrefix))
+	}
 	if cfg.Timeout > 0 {
 		opts = append(opts, nats.Timeout(cfg.Timeout))
 	}

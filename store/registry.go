@@ -112,6 +112,7 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 // the generation high-water mark.
 func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
 	var st bus.RegistryState
+	bad := map[string]int{} // skipped entries by cause, so each is logged once
 	w, err := r.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
 		return st, fmt.Errorf("store: registry load: %w", err)
@@ -139,18 +140,28 @@ func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
 			st.HighWater = hw
 		default:
 			key, ok := backendKey(k)
-			if !ok {
+			if !ok || kvKey(key) != k {
+				// Not a name this registry writes: a second spelling of a
+				// key would outlive the key's deletion and bring it back
+				// at every start. Delete it.
 				st.Skipped++
+				bad["entry name not written by idle-worker"]++
+				r.queue(k, nil)
 				continue
 			}
 			rec, err := bus.ParseRecord(key, e.Value())
 			if err != nil {
 				st.Skipped++
-				r.log.Warn("skipping bad registry record", "backend", key, "error", err)
+				if bad[err.Error()]++; len(bad) <= 8 && bad[err.Error()] == 1 {
+					r.log.Warn("skipping bad registry record", "backend", truncate(key, 200), "error", err)
+				}
 				continue
 			}
 			st.Records = append(st.Records, rec)
 		}
+	}
+	if n := bad["entry name not written by idle-worker"]; n > 0 {
+		r.log.Warn("deleting registry entries whose names idle-worker does not write", "entries", n)
 	}
 	// Removed backends leave delete markers; drop the old ones so the
 	// bucket does not grow with every key ever seen.
@@ -167,7 +178,7 @@ func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
 			}
 			id = string(e.Value())
 		}
-		st.ID = id
+		st.ID, st.NewID = id, true
 	}
 	return st, nil
 }
@@ -315,4 +326,12 @@ func (r *KVRegistry) Close(ctx context.Context) error {
 		return fmt.Errorf("store: registry close: %d writes not stored", n)
 	}
 	return nil
+}
+
+// truncate shortens s for a log line.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

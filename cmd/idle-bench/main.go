@@ -99,6 +99,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/idle-worker/idle-worker/bus"
 )
 
 func main() {
@@ -151,8 +153,9 @@ type config struct {
 	AdminClients  int           `json:"admin_clients"`
 	AdminInterval time.Duration `json:"admin_interval_ns"`
 	AdminPhase    time.Duration `json:"admin_phase_ns"`
-	// AdminQuiesceRate is the admin worker's QuiesceRate (0: unlimited,
-	// the worker's default), which paces the pattern quiesce's events.
+	// AdminQuiesceRate is the admin worker's QuiesceRate (default
+	// bus.DefaultQuiesceRate, what idle-worker runs with; 0: unlimited),
+	// which paces the pattern quiesce's events.
 	AdminQuiesceRate int `json:"admin_quiesce_rate"`
 
 	HerdBackends int           `json:"herd_backends"`
@@ -197,8 +200,9 @@ func defaultConfig() config {
 		AdminClients:     1,
 		AdminInterval:    2 * time.Millisecond,
 		AdminPhase:       5 * time.Second,
+		AdminQuiesceRate: bus.DefaultQuiesceRate,
 		HerdBackends:     100_000,
-		HerdRate:         20_000,
+		HerdRate:         bus.DefaultQuiesceRate,
 		HerdLead:         3 * time.Second,
 		HerdBaseline:     5 * time.Second,
 		Out:              "bench-results.json",

@@ -217,7 +217,7 @@ func TestParseFlags(t *testing.T) {
 		{"only herd", []string{"-only", "herd"}, func(c config) bool { return c.runs("herd") && !c.runs("admin") }, false},
 		{"quick herd is small", []string{"-quick"}, func(c config) bool { return c.HerdBackends == 2_000 && c.HerdRate == 5_000 }, false},
 		{"herd rate must be positive", []string{"-herd-rate", "0"}, nil, true},
-		{"admin quiesce rate defaults to unlimited", nil, func(c config) bool { return c.AdminQuiesceRate == 0 }, false},
+		{"admin quiesce rate defaults to the worker's", nil, func(c config) bool { return c.AdminQuiesceRate == bus.DefaultQuiesceRate }, false},
 		{"admin quiesce rate must not be negative", []string{"-admin-quiesce-rate", "-1"}, nil, true},
 		{"herd baseline must exceed the guard", []string{"-herd-baseline", "1ms"}, nil, true},
 		{"only an unknown section", []string{"-only", "admin,bogus"}, nil, true},

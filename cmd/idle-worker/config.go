@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nuid"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/embedded"
@@ -35,8 +36,8 @@ type config struct {
 	MaxBody             int           `envconfig:"MAX_BODY" default:"4096" desc:"largest heartbeat or state body, in bytes."`
 	MaxPerInstance      int           `envconfig:"MAX_BACKENDS_PER_INSTANCE" default:"0" desc:"most tracked backends of one instance (keys sharing the first token); beyond it that instance's new keys are refused (0: no limit)."`
 	ForgetAfter         time.Duration `envconfig:"FORGET_AFTER" default:"1h" desc:"forget a draining or quiesced backend with no activity or state report for this long, as if removed (0: never)."`
-	QuiesceRate         int           `envconfig:"QUIESCE_RATE" default:"0" desc:"most quiesce events per second; more due backends go out in deadline order as fast as it allows, never early (0: no limit)."`
-	ReplyPrefixes       []string      `envconfig:"REPLY_PREFIXES" default:"_INBOX.,_INBOX_" desc:"comma-separated subject prefixes the worker answers requests on; it never answers on $-subjects or under its own prefix, whatever this says."`
+	QuiesceRate         int           `envconfig:"QUIESCE_RATE" default:"20000" desc:"most quiesce events per second; more due backends go out in deadline order as fast as it allows, never early (0: no limit)."`
+	ReplyPrefixes       []string      `envconfig:"REPLY_PREFIXES" default:"_INBOX.,_INBOX_,_R_." desc:"comma-separated subject prefixes the worker answers requests on; it never answers on $-subjects or under its own prefix, whatever this says."`
 	QueueLength         int           `envconfig:"QUEUE_LENGTH" default:"65536" desc:"messages buffered between NATS and the worker loop; overflow is counted as dropped."`
 	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s" desc:"bound on the first connection to NATS; after it, the worker reconnects for ever."`
 	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s" desc:"client ping interval; a silent dead connection is noticed within 3 intervals. Keep it under a third of the shortest idle timeout."`
@@ -92,6 +93,9 @@ func (c config) dial() natsconn.DialConfig {
 		Timeout:      c.ConnectTimeout,
 		PingInterval: c.PingInterval,
 		SettingName:  func(s natsconn.Setting) string { return envPrefix + "_" + natsVars[s] },
+		// Inboxes of its own, under _INBOX.> (which deploy/nats-server.conf
+		// lets the worker read), so it can refuse replies into them.
+		InboxPrefix: "_INBOX." + nuid.Next(),
 	}
 	if c.NATSURL != "" {
 		d.Security = c.natsConn()

@@ -8,9 +8,9 @@ import (
 	"github.com/idle-worker/idle-worker/coordinator"
 )
 
-// DueCount backs the held-back gauge: it should count only backends that
+// DueCount backs the held-back gauge: it counts only backends that
 // are due, not live ones that heartbeated after their first deadline.
-func TestReviewDueCountCountsLiveBackends(t *testing.T) {
+func TestDueCountSkipsLiveBackends(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	c := coordinator.New(coordinator.Policy{DefaultIdleTimeout: time.Second})
 	if _, err := c.MarkActivity("herd.0", t0); err != nil {
