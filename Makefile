@@ -29,7 +29,7 @@ test: lint ## gofmt check, go vet, coordinator import check, then every test wit
 # table is printed and written as JSON to BENCH_OUT.
 BENCH_OUT ?= bench-results.json
 bench: ## Go benchmarks, then the end-to-end measurements (JSON to BENCH_OUT)
-	$(GO) test -run '^$$' -bench . -benchmem ./coordinator ./bus
+	$(GO) test -run '^$$' -bench . -benchmem ./coordinator ./bus ./partition
 	$(GO) run ./cmd/idle-bench -out $(BENCH_OUT)
 
 fmt: ## rewrite the formatting of every Go file
@@ -48,7 +48,7 @@ check-imports: ## check that coordinator imports only what it may
 
 # Each fuzzer for FUZZTIME; the seed corpora in testdata/ run in `make test`.
 fuzz: ## run each fuzzer for FUZZTIME
-	@for pkg in ./bus ./coordinator; do \
+	@for pkg in ./bus ./coordinator ./partition; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
