@@ -17,6 +17,7 @@ import (
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/embedded"
 	"github.com/idle-worker/idle-worker/natsconn"
+	"github.com/idle-worker/idle-worker/partition"
 )
 
 // envPrefix prefixes every environment variable: IDLE_NATS_URL and so on.
@@ -30,6 +31,7 @@ type config struct {
 	EmbeddedStoreDir    string        `envconfig:"EMBEDDED_STORE_DIR" desc:"JetStream store of the embedded server. Empty: a temporary dir, removed at exit with every tracked backend."`
 	EmbeddedAllowRemote bool          `envconfig:"EMBEDDED_ALLOW_REMOTE" default:"false" desc:"allow the embedded server (no authentication) to listen on a non-loopback address."`
 	SubjectPrefix       string        `envconfig:"SUBJECT_PREFIX" default:"idle" desc:"prefix P of every subject: one or more literal tokens."`
+	Partitions          int           `envconfig:"PARTITIONS" default:"64" desc:"partitions of the prefix's keys, 1 to 1024; fixed for the life of a prefix. For now only idle-worker mappings uses it; the stored partitioned layout will."`
 	DefaultTimeout      time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s" desc:"idle timeout of heartbeats that name none; 0 clamps to 1 ms."`
 	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h" desc:"largest idle_timeout_ms a heartbeat may ask for."`
 	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000" desc:"most tracked backends; beyond it new keys are refused (0: no limit)."`
@@ -213,6 +215,9 @@ func (c config) validate() error {
 	}
 	if _, err := bus.NewSubjects(c.SubjectPrefix); err != nil || c.SubjectPrefix == "" {
 		return bad("SUBJECT_PREFIX", "%q is not one or more literal subject tokens", c.SubjectPrefix)
+	}
+	if c.Partitions < 1 || c.Partitions > partition.MaxPartitions {
+		return bad("PARTITIONS", "%d is not in 1..%d", c.Partitions, partition.MaxPartitions)
 	}
 	if err := bus.CheckReplyPrefixes(c.ReplyPrefixes, bus.MustSubjects(c.SubjectPrefix)); err != nil {
 		return bad("REPLY_PREFIXES", "%v", err)

@@ -60,6 +60,19 @@ func TestLoadConfig(t *testing.T) {
 			}
 		}},
 		{name: "scheme-less URL with credentials conflicts with a token", env: map[string]string{"IDLE_NATS_URL": "alice:pw@127.0.0.1:4222", "IDLE_NATS_TOKEN": token}, wantVar: "IDLE_NATS_URL"},
+		{name: "partitions", env: map[string]string{"IDLE_PARTITIONS": "1024"}, check: func(t *testing.T, c config) {
+			if c.Partitions != 1024 {
+				t.Errorf("Partitions: got %d; want 1024", c.Partitions)
+			}
+		}},
+		{name: "default partitions", check: func(t *testing.T, c config) {
+			if c.Partitions != 64 {
+				t.Errorf("Partitions: got %d; want 64", c.Partitions)
+			}
+		}},
+		{name: "no partition", env: map[string]string{"IDLE_PARTITIONS": "0"}, wantVar: "IDLE_PARTITIONS", wantMsg: []string{"1..1024"}},
+		{name: "too many partitions", env: map[string]string{"IDLE_PARTITIONS": "1025"}, wantVar: "IDLE_PARTITIONS"},
+		{name: "partitions not a number", env: map[string]string{"IDLE_PARTITIONS": "many"}, wantVar: "IDLE_PARTITIONS"},
 		{name: "HTTP disabled", env: map[string]string{"IDLE_HTTP_ADDR": ""}, check: func(t *testing.T, c config) {
 			if c.HTTPAddr != "" || !c.HTTPAddrSet {
 				t.Errorf("HTTPAddr: got %q (set %v); want empty, set (set but empty disables)", c.HTTPAddr, c.HTTPAddrSet)

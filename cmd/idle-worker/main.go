@@ -1,17 +1,18 @@
 // Command idle-worker runs the idle-worker service: it watches backend
 // heartbeats on NATS and asks brokers to drain backends that went idle.
 //
-// It takes no arguments but -h (usage and every variable) and -version, and
-// is configured entirely from IDLE_* environment variables (see the README,
-// or idle-worker -h). With IDLE_NATS_URL empty it starts an embedded
+// It takes no arguments but -h (usage and every variable), -version and
+// mappings (print the nats-server subject mappings that partition the
+// prefix; package partition), and is configured entirely from IDLE_*
+// environment variables (see the README, or idle-worker -h). With IDLE_NATS_URL empty it starts an embedded
 // nats-server with JetStream on IDLE_EMBEDDED_LISTEN (127.0.0.1:4222; package
 // embedded), so it runs alone; otherwise it connects there with the
 // authentication and TLS of the IDLE_NATS_* variables (package natsconn). It
 // serves Prometheus metrics, /healthz and /readyz on IDLE_HTTP_ADDR
 // (127.0.0.1:9464; package metrics).
 //
-// Exit status: 0 after a clean shutdown on SIGINT or SIGTERM (or after -h or
-// -version), 1 when the service fails, 2 when the configuration or an
+// Exit status: 0 after a clean shutdown on SIGINT or SIGTERM (or after -h,
+// -version or mappings), 1 when the service fails, 2 when the configuration or an
 // argument is bad.
 package main
 
@@ -30,7 +31,8 @@ import (
 var version = "0.1.0"
 
 func main() {
-	switch cmd, err := parseArgs(os.Args[1:]); {
+	cmd, err := parseArgs(os.Args[1:])
+	switch {
 	case err != nil:
 		fmt.Fprintf(os.Stderr, "idle-worker: %v; see idle-worker -h\n", err)
 		os.Exit(2)
@@ -49,6 +51,18 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
 		os.Exit(2)
+	}
+	if cmd == printMappings {
+		if err := writeMappings(os.Stdout, cfg); err != nil {
+			var ce *configError
+			if errors.As(err, &ce) {
+				fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
+				os.Exit(2)
+			}
+			fmt.Fprintf(os.Stderr, "idle-worker: %v\n", err)
+			os.Exit(1)
+		}
+		return
 	}
 	logger, err := newLogger(cfg, os.Stderr)
 	if err != nil {

@@ -13,14 +13,15 @@ import (
 type command int
 
 const (
-	serve        command = iota // no argument: run the service
-	help                        // print the usage and every IDLE_* variable
-	printVersion                // print the version
+	serve         command = iota // no argument: run the service
+	help                         // print the usage and every IDLE_* variable
+	printVersion                 // print the version
+	printMappings                // print the nats-server subject mappings
 )
 
 // parseArgs reads the arguments, without the program's name. The service
 // takes none; -h and -version, in their usual spellings, ask for help and
-// the version.
+// the version, and mappings for the server's subject mappings.
 func parseArgs(args []string) (command, error) {
 	if len(args) == 0 {
 		return serve, nil
@@ -31,6 +32,8 @@ func parseArgs(args []string) (command, error) {
 		c = help
 	case "-version", "--version", "version":
 		c = printVersion
+	case "mappings":
+		c = printMappings
 	default:
 		return 0, fmt.Errorf("unknown argument %q", args[0])
 	}
@@ -41,11 +44,15 @@ func parseArgs(args []string) (command, error) {
 }
 
 // usageHeader comes before the list of variables.
-const usageHeader = `Usage: idle-worker [-h | -version]
+const usageHeader = `Usage: idle-worker [-h | -version | mappings]
 
 idle-worker decides, over NATS, when backend processes have gone idle and
 tells their brokers to drain them. It runs until SIGINT or SIGTERM, and is
 configured by the IDLE_* environment variables below only.
+
+idle-worker mappings prints the nats-server configuration block of subject
+mappings that routes the heartbeats and state reports of each key under
+IDLE_SUBJECT_PREFIX to the key's partition among IDLE_PARTITIONS, and exits.
 
 Exit status: 0 after a clean shutdown, 1 when the service fails, 2 for a bad
 configuration or argument.

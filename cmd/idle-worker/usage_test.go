@@ -23,6 +23,9 @@ func TestParseArgs(t *testing.T) {
 		{args: []string{"-version"}, want: printVersion},
 		{args: []string{"--version"}, want: printVersion},
 		{args: []string{"version"}, want: printVersion},
+		{args: []string{"mappings"}, want: printMappings},
+		{args: []string{"-mappings"}, wantErr: `unknown argument "-mappings"`},
+		{args: []string{"mappings", "64"}, wantErr: `unexpected argument "64" after "mappings"`},
 		{args: []string{"foo"}, wantErr: `unknown argument "foo"`},
 		{args: []string{"-v"}, wantErr: `unknown argument "-v"`},
 		{args: []string{""}, wantErr: `unknown argument ""`},
@@ -70,7 +73,7 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("usage: %v", err)
 	}
 	out := b.String()
-	if !strings.HasPrefix(out, "Usage: idle-worker [-h | -version]\n") {
+	if !strings.HasPrefix(out, "Usage: idle-worker [-h | -version | mappings]\n") {
 		t.Errorf("usage: got %q; want it to start with the synopsis", truncate(out))
 	}
 	for _, v := range envVars(t) {
