@@ -11,6 +11,10 @@ var (
 	ErrBadPayload = errors.New("bus: bad payload")
 	// ErrUnknownBackend: a message names a key the worker does not track.
 	ErrUnknownBackend = errors.New("bus: unknown backend")
+	// ErrBadReply: a message's reply subject is not one the worker answers
+	// on (see WorkerConfig.ReplyPrefixes); the message was applied but not
+	// answered.
+	ErrBadReply = errors.New("bus: reply subject not allowed")
 	// ErrConnectionClosed: the NATS connection closed for good (for example
 	// after repeated authorization errors) and the worker stopped.
 	ErrConnectionClosed = errors.New("bus: NATS connection closed")

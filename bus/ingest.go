@@ -150,4 +150,4 @@ func (w *Worker) refuseReply(reply string) {
 }
 
 // errBadReply is logged for a refused reply subject.
-var errBadReply = fmt.Errorf("%w: reply subject is not an allowed inbox; not answered", ErrBadKey)
+var errBadReply = fmt.Errorf("%w: not an allowed inbox; applied, not answered", ErrBadReply)

@@ -96,7 +96,7 @@ func checkIDSpace(st RegistryState) string {
 }
 
 // checkRecords returns the records of st to restore and how many it had to
-// renew. A running record, or a
+// renew or clamp. A running record, or a
 // draining one that was sent a drain, keeps its generation, so a drain sent
 // before a restart or crash is re-sent with the same id; that generation
 // must be unique among them, at most the high-water mark (every generation
@@ -143,7 +143,7 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 	if clamped > 0 {
 		w.log.Warn("registry records had timeouts above the maximum; clamped", "records", clamped, "max_timeout", w.cfg.MaxTimeout)
 	}
-	return out, skipped
+	return out, skipped + clamped
 }
 
 // putRecord queues key's record for the registry.

@@ -61,8 +61,9 @@ type Stats struct {
 	Redeliveries uint64 `json:"redeliveries"`
 	// Restored counts backends loaded from the registry at start;
 	// RestoreSkipped counts stored records it refused (undecodable, or
-	// beyond a backend limit) or restored with a fresh generation (theirs was
-	// out of range, above the high-water mark, or used twice).
+	// beyond a backend limit) or had to repair: restored with a fresh
+	// generation (theirs was out of range, above the high-water mark, or used
+	// twice) or with their timeout clamped to the maximum.
 	Restored       int64 `json:"restored"`
 	RestoreSkipped int64 `json:"restore_skipped"`
 	// StreamFailures counts failed publishes or acknowledgements of quiesce

@@ -55,7 +55,11 @@ type WorkerConfig struct {
 	QueueLength int
 	// ReplyPrefixes are the subject prefixes the worker answers requests on
 	// (default DefaultReplyPrefixes). Whatever they say, it never answers on
-	// $-subjects or under its own prefix. A message with any other reply
+	// $-subjects or under its own prefix, nor into the connection's own
+	// inboxes when the connection has a prefix of its own
+	// (nats.CustomInboxPrefix; natsconn.DialConfig.InboxPrefix): give it
+	// one, or a client that saw a JetStream acknowledgement inbox of the
+	// worker's could have it answer there. A message with any other reply
 	// subject is applied as usual but not answered, and counted as rejected
 	// (bad_reply).
 	ReplyPrefixes []string
@@ -130,7 +134,7 @@ type Worker struct {
 	heldAt   time.Time // when the held-back gauge was last counted
 	replies  replyFilter
 	buf      []byte            // scratch for replies
-	due      []coordinator.Due // scratch for AppendDue
+	due      []coordinator.Due // scratch for AppendDueN
 	pub      Publisher
 
 	// Pattern scans (scan.go). Set before Run, by tests only: scanSlice
@@ -200,6 +204,9 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		// InboxPrefix): a reply there would land in the worker's own
 		// request or acknowledgement handlers.
 		replies.inbox = p + "."
+	} else if cfg.Publisher != nil {
+		cfg.Logger.Warn("the worker's connection shares the default inbox prefix; replies into its own JetStream acknowledgement inboxes cannot be refused (give the connection an inbox prefix of its own)",
+			"component", "worker")
 	}
 	log := cfg.Logger.With("component", "worker")
 	w := &Worker{

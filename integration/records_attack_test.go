@@ -40,8 +40,9 @@ func firstRunUsedID(t *testing.T, url string) string {
 	return ev.ID
 }
 
-// Deleting m.hwm while records remain lets the next generations restart
-// from the highest record's, reusing ids already sent.
+// A used registry whose m.hwm was deleted (here with every record) cannot
+// tell which generations it handed out: the worker starts a new id space,
+// so no id already sent comes back.
 func TestMissingHighWaterNewIDSpace(t *testing.T) {
 	s := startServer(t, natstest.JetStream())
 	usedID := firstRunUsedID(t, s.ClientURL()) // rv.used gen 1, rv.keep gen 2
@@ -102,8 +103,8 @@ func TestNonCanonicalStoreKeyDeleted(t *testing.T) {
 
 // A backend of another account reaches the worker through a service
 // import; the server rewrites the reply subject to _R_.…, which the default
-// IDLE_REPLY_PREFIXES refuse: every heartbeat request and admin call made
-// through the import times out.
+// IDLE_REPLY_PREFIXES include, so heartbeat requests and admin calls made
+// through the import are answered.
 func TestServiceImportReplies(t *testing.T) {
 	conf := `
 listen: 127.0.0.1:-1

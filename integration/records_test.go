@@ -44,7 +44,7 @@ func TestHandWrittenRecords(t *testing.T) {
 				"b.hw.garbage": `{"timeout_ms":`,
 				"b.hw=2Ealias": `{"timeout_ms":60000,"state":"running","generation":3}`,
 			},
-			wantSkipped: 8, // renewed: max, one dup, zero, above, wrap, one d; skipped: garbage, alias
+			wantSkipped: 9, // renewed: max, one dup, zero, above, wrap, one d; clamped: long; skipped: garbage, alias
 			wantKeys:    []string{"hw.above", "hw.d1", "hw.d2", "hw.dup1", "hw.dup2", "hw.long", "hw.max", "hw.wrap", "hw.zero"},
 		},
 		{

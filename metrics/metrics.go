@@ -75,7 +75,7 @@ func NewCollector(src Source, nc *nats.Conn) *Collector {
 		backends:         d("backends", "Tracked backends by state (running, draining, quiesced).", "state"),
 		unacked:          d("unacknowledged_drains", "Draining backends that were sent a quiesce and have had no quiesced, removed or activity since: drains no broker has confirmed."),
 		restored:         d("restored_backends", "Backends loaded from the JetStream registry when the worker started."),
-		restoreSkipped:   d("registry_records_skipped", "Registry records refused when the worker started (undecodable, beyond a backend limit) or restored with a fresh generation (theirs out of range, above the high-water mark, or used twice)."),
+		restoreSkipped:   d("registry_records_skipped", "Registry records refused when the worker started (undecodable, beyond a backend limit) or repaired (a fresh generation for one out of range, above the high-water mark or used twice; a timeout clamped)."),
 		heartbeats:       d("heartbeats_total", "Heartbeats applied."),
 		stateReports:     d("state_reports_total", "State reports (draining, quiesced, removed) applied."),
 		rejected:         d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request, bad_reply).", "reason"),

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/natsconn/natsconntest"
 )
 
@@ -52,6 +54,14 @@ func TestLoadConfig(t *testing.T) {
 			if c.HTTPAddr != "127.0.0.1:9464" || c.HTTPAddrSet || c.NATSURL != "" || c.EmbeddedListen != "127.0.0.1:4222" {
 				t.Errorf("got HTTPAddr %q (set %v) NATSURL %q EmbeddedListen %q; want 127.0.0.1:9464 (default), empty, 127.0.0.1:4222",
 					c.HTTPAddr, c.HTTPAddrSet, c.NATSURL, c.EmbeddedListen)
+			}
+			// The binary's defaults are the library's, written twice only
+			// because envconfig reads them from tags.
+			if c.QuiesceRate != bus.DefaultQuiesceRate || !slices.Equal(c.ReplyPrefixes, bus.DefaultReplyPrefixes) ||
+				c.MaxTimeout != bus.DefaultMaxTimeout || c.MaxBody != bus.DefaultMaxBody || c.QueueLength != bus.DefaultQueueLength {
+				t.Errorf("got rate %d, reply prefixes %q, max timeout %v, max body %d, queue %d; want bus's defaults %d, %q, %v, %d, %d",
+					c.QuiesceRate, c.ReplyPrefixes, c.MaxTimeout, c.MaxBody, c.QueueLength,
+					bus.DefaultQuiesceRate, bus.DefaultReplyPrefixes, bus.DefaultMaxTimeout, bus.DefaultMaxBody, bus.DefaultQueueLength)
 			}
 		}},
 		{name: "unprefixed names are ignored", env: map[string]string{"NATS_URL": "nats://127.0.0.1:1", "LOG_LEVEL": "trace", "NATS_TOKEN": token}, check: func(t *testing.T, c config) {

@@ -12,6 +12,24 @@ import (
 	"github.com/idle-worker/idle-worker/store"
 )
 
+// closeStore closes the registry and publisher that persistence opened, on
+// a start that failed before the worker ran (the worker closes them
+// otherwise).
+func closeStore(wcfg bus.WorkerConfig, cfg config, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if wcfg.Publisher != nil {
+		if err := wcfg.Publisher.Close(ctx); err != nil {
+			logger.Warn("closing the quiesce stream", "error", err)
+		}
+	}
+	if wcfg.Registry != nil {
+		if err := wcfg.Registry.Close(ctx); err != nil {
+			logger.Warn("closing the registry", "error", err)
+		}
+	}
+}
+
 // persistence sets up the registry and the quiesce stream as IDLE_PERSIST
 // says: "on" requires JetStream, "auto" uses it when the server has it,
 // "off" never does.

@@ -57,11 +57,13 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	}
 	w, err := bus.NewWorker(nc, wcfg)
 	if err != nil {
+		closeStore(wcfg, cfg, logger)
 		return err
 	}
 	stopHTTP := func() {}
 	if ln != nil {
 		if stopHTTP, err = serveHTTP(ctx, ln, w, nc, lateness, cfg.ShutdownTimeout, logger); err != nil {
+			closeStore(wcfg, cfg, logger)
 			return err
 		}
 	}
