@@ -16,6 +16,16 @@
 // K, the backend key, is the rest of the subject: see ValidateKey for its
 // rules and BackendID for the recommended, percent-encoded shape.
 //
+// Files, by concern: the wire contract in subjects.go, key.go,
+// backendid.go, heartbeat.go, payload.go and record.go (stored records);
+// the Worker in worker.go (configuration, the Run loop), lifecycle.go
+// (subscribe, shut down), ingest.go (heartbeats and reports), reply.go
+// (which reply subjects are answered), emit.go (the timer, events, the
+// summary log), pace.go (the event budget), restore.go (loading the
+// registry), outage.go, admin.go and scan.go (the admin service and its
+// sliced walks), stats.go, ratelog.go; the interfaces the Worker depends on
+// in persist.go; the client helpers in client.go.
+//
 // Every parser in this package (ValidateKey, ParsePattern, ParseBackendID,
 // ParseHeartbeat, ParseStateReport, ParseQuiesceEvent and the admin request
 // parsers) returns errors that wrap ErrBadKey or ErrBadPayload, so callers
