@@ -6,7 +6,10 @@ import (
 )
 
 // rateLog logs at most one line per reason per interval and reports how many
-// lines it suppressed in between. It is owned by one goroutine.
+// lines it suppressed in between. It is owned by one goroutine, the worker
+// loop, and indexed by reason: no lock and no map on the path of rejected
+// input, which is why it is not an internal/lograte.Limiter (that one serves
+// callbacks on other goroutines, keyed by arbitrary kinds).
 type rateLog struct {
 	logger     *slog.Logger
 	interval   time.Duration
