@@ -252,7 +252,7 @@ func defaultConfig() config {
 		DurableSpread:      time.Second,
 		DurableLead:        3 * time.Second,
 		DurableLimitRounds: 3,
-		DurableRegister:    200_000,
+		DurableRegister:    1_000_000,
 		DurableConns:       4,
 		DurableWindow:      1024,
 		DurableSamples:     200,
@@ -330,7 +330,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.DurationVar(&c.DurableSpread, "durable-spread", c.DurableSpread, "durable: window of the spread's deadlines")
 	fs.DurationVar(&c.DurableLead, "durable-lead", c.DurableLead, "durable: time from the start of the heartbeats to the first deadline")
 	fs.IntVar(&c.DurableLimitRounds, "durable-limit-rounds", c.DurableLimitRounds, "durable: rounds of the limit (the best counts)")
-	fs.IntVar(&c.DurableRegister, "durable-register", c.DurableRegister, "durable: new backends registered, then restored by a restart (0: skip both; the issue's size is 1000000)")
+	fs.IntVar(&c.DurableRegister, "durable-register", c.DurableRegister, "durable: new backends registered, then restored by a restart (0: skip both)")
 	fs.IntVar(&c.DurableConns, "durable-conns", c.DurableConns, "durable: connections sending the registrations")
 	fs.IntVar(&c.DurableWindow, "durable-window", c.DurableWindow, "durable: most unanswered registrations per connection")
 	fs.IntVar(&c.DurableSamples, "durable-samples", c.DurableSamples, "durable: registrations timed from answered to durable")

@@ -226,7 +226,7 @@ func TestParseFlags(t *testing.T) {
 		{"stray argument", []string{"x"}, nil, true},
 		{"durable defaults are the issue's sizes", nil, func(c config) bool {
 			return c.DurableBackends == 50_000 && c.DurableBurst == 100*time.Millisecond && c.DurableSpread == time.Second &&
-				c.DurableRegister == 200_000
+				c.DurableRegister == 1_000_000
 		}, false},
 		{"quick durable is small", []string{"-quick"}, func(c config) bool { return c.DurableBackends == 500 && c.DurableRegister == 2_000 }, false},
 		{"only durable", []string{"-only", "durable"}, func(c config) bool { return c.runs("durable") && !c.runs("herd") }, false},
