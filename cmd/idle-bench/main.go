@@ -3,7 +3,7 @@
 // JSON, see -out).
 //
 // It starts an embedded nats-server with JetStream on 127.0.0.1 (random
-// port, temporary store) and runs seven sections:
+// port, temporary store) and runs eight sections:
 //
 //  1. Ingest. Publishers on their own connections send -messages heartbeats
 //     over -keys distinct keys, once with empty bodies and once with
@@ -16,6 +16,7 @@
 //     Stats().Dropped) and reported. Each is measured -rounds times,
 //     alternating which goes first, and the best round counts: on a shared
 //     machine noise only ever slows a run down.
+//
 //  2. Timeliness. -timely backends heartbeat once with timeouts chosen so
 //     that their deadlines fall within -spread, -lead after the start. A
 //     subscriber stamps each quiesce event on arrival; lateness = arrival -
@@ -31,18 +32,22 @@
 //     raw) speaks the NATS protocol itself and allocates nothing, so the
 //     observer adds no garbage to the process under test; -subscriber nats
 //     uses a nats.go subscription instead.
+//
 //  3. The NATS-native alternative: the same backends as keys of a KV bucket
 //     with per-key TTLs and limit markers (LimitMarkerTTL), created with
 //     kv.Create and jetstream.KeyTTL by -kv-concurrency goroutines and
 //     watched for the expiry markers. KV TTLs are whole seconds, so each
 //     key's TTL is rounded up to put every deadline within one second,
 //     -kv-lead after the start.
+//
 //  4. Memory. Heap bytes per tracked backend in a coordinator.Coordinator
 //     holding -memory-backends backends, after runtime.GC, with the bytes
 //     of the key copies measured and counted apart.
+//
 //  5. Shutdown. Time for Worker.Run to return after its context is
 //     cancelled, and then for its connection to drain, with
 //     -shutdown-backends backends tracked.
+//
 //  6. Admin under load. A worker tracks -admin-backends backends; one
 //     connection sends a heartbeat request every -admin-interval and
 //     measures its round trip, for -admin-phase without admin calls, then
@@ -57,6 +62,7 @@
 //     reply, with the prober running until a subscriber has counted every
 //     event (each once, none missing). The backends' idle timeout is an
 //     hour, so only the forced drains fire.
+//
 //  7. Herd. A worker as operators run it by default (JetStream registry and
 //     quiesce stream through store.Open with its defaults; the default
 //     policy) with QuiesceRate -herd-rate tracks -herd-backends backends
@@ -69,6 +75,24 @@
 //     maximum. A prober heartbeats 1000 other backends every
 //     -admin-interval, for -herd-baseline just before the deadlines (the
 //     baseline) and then until the last event.
+//
+//  8. Durable. The default configuration (store.Open's KV registry and
+//     IDLE_QUIESCE stream, as cmd/idle-worker wires them) beside the
+//     memory path (IDLE_PERSIST=off: no Registry, no Publisher), both
+//     with QuiesceRate 0 (unlimited) and the default policy, and the
+//     store's limit, all in the same run: first the limit, a bare
+//     jetstream.PublishMsgAsync publisher (the worker's window) storing
+//     -durable-backends events of 200 bytes with Nats-Msg-Id on
+//     P.quiesce.lim.<i> into a stream made by store.OpenQuiesceStream,
+//     timed until a core subscriber saw the last one; then a burst
+//     (-durable-backends due within -durable-burst) and a spread (within
+//     -durable-spread) on each worker, stamped by a subscriber; then
+//     -durable-register new backends' first heartbeat requests from
+//     -durable-conns connections on each worker, with, on the durable
+//     one, the time from a reply to its record being seen by a watcher of
+//     the bucket (-durable-samples keys); last, the durable worker's Run
+//     is cancelled and a new one started on the same store, timed until
+//     Ready.
 //
 // Every section also reports how much of the machine other processes used
 // meanwhile (from /proc, on Linux).
@@ -83,6 +107,7 @@
 //	go run ./cmd/idle-bench [-quick] [-out bench-results.json] [-keys N] [-messages N] ...
 //	go run ./cmd/idle-bench -only admin   # section 6 alone, about 20 s
 //	go run ./cmd/idle-bench -only herd    # section 7 alone, about 15 s
+//	go run ./cmd/idle-bench -only durable # section 8 alone
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main
@@ -163,6 +188,22 @@ type config struct {
 	HerdLead     time.Duration `json:"herd_lead_ns"`
 	HerdBaseline time.Duration `json:"herd_baseline_ns"`
 
+	// DurableBackends is the events of the durable section's limit and the
+	// backends of its burst and spread (0: skip the section).
+	DurableBackends    int           `json:"durable_backends"`
+	DurableBurst       time.Duration `json:"durable_burst_ns"`
+	DurableSpread      time.Duration `json:"durable_spread_ns"`
+	DurableLead        time.Duration `json:"durable_lead_ns"`
+	DurableLimitRounds int           `json:"durable_limit_rounds"`
+	// DurableRegister is the new backends of the registration and restart
+	// (0: skip them), sent from DurableConns connections with at most
+	// DurableWindow unanswered each; DurableSamples of them are timed from
+	// "answered" to "durable".
+	DurableRegister int `json:"durable_register"`
+	DurableConns    int `json:"durable_conns"`
+	DurableWindow   int `json:"durable_window"`
+	DurableSamples  int `json:"durable_samples"`
+
 	// Only, when not empty, lists the sections to run (comma-separated
 	// names from sectionNames); the others are skipped.
 	Only string `json:"only,omitempty"`
@@ -205,7 +246,17 @@ func defaultConfig() config {
 		HerdRate:         bus.DefaultQuiesceRate,
 		HerdLead:         3 * time.Second,
 		HerdBaseline:     5 * time.Second,
-		Out:              "bench-results.json",
+
+		DurableBackends:    50_000,
+		DurableBurst:       100 * time.Millisecond,
+		DurableSpread:      time.Second,
+		DurableLead:        3 * time.Second,
+		DurableLimitRounds: 3,
+		DurableRegister:    1_000_000,
+		DurableConns:       4,
+		DurableWindow:      1024,
+		DurableSamples:     200,
+		Out:                "bench-results.json",
 	}
 }
 
@@ -231,6 +282,13 @@ func quickSizes(c *config) map[string]func() {
 		"herd-rate":         func() { c.HerdRate = 5_000 },
 		"herd-lead":         func() { c.HerdLead = 300 * time.Millisecond },
 		"herd-baseline":     func() { c.HerdBaseline = 300 * time.Millisecond },
+
+		"durable-backends":     func() { c.DurableBackends = 500 },
+		"durable-lead":         func() { c.DurableLead = 200 * time.Millisecond },
+		"durable-spread":       func() { c.DurableSpread = 200 * time.Millisecond },
+		"durable-limit-rounds": func() { c.DurableLimitRounds = 1 },
+		"durable-register":     func() { c.DurableRegister = 2_000 },
+		"durable-samples":      func() { c.DurableSamples = 20 },
 	}
 }
 
@@ -267,6 +325,15 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.HerdRate, "herd-rate", c.HerdRate, "herd: the worker's QuiesceRate, events per second")
 	fs.DurationVar(&c.HerdLead, "herd-lead", c.HerdLead, "herd: time to send the heartbeats and store them, before the baseline")
 	fs.DurationVar(&c.HerdBaseline, "herd-baseline", c.HerdBaseline, "herd: duration of the prober's baseline, just before the deadlines")
+	fs.IntVar(&c.DurableBackends, "durable-backends", c.DurableBackends, "durable: events of the limit, backends of the burst and the spread (0: skip the section)")
+	fs.DurationVar(&c.DurableBurst, "durable-burst", c.DurableBurst, "durable: window of the burst's deadlines")
+	fs.DurationVar(&c.DurableSpread, "durable-spread", c.DurableSpread, "durable: window of the spread's deadlines")
+	fs.DurationVar(&c.DurableLead, "durable-lead", c.DurableLead, "durable: time from the start of the heartbeats to the first deadline")
+	fs.IntVar(&c.DurableLimitRounds, "durable-limit-rounds", c.DurableLimitRounds, "durable: rounds of the limit (the best counts)")
+	fs.IntVar(&c.DurableRegister, "durable-register", c.DurableRegister, "durable: new backends registered, then restored by a restart (0: skip both)")
+	fs.IntVar(&c.DurableConns, "durable-conns", c.DurableConns, "durable: connections sending the registrations")
+	fs.IntVar(&c.DurableWindow, "durable-window", c.DurableWindow, "durable: most unanswered registrations per connection")
+	fs.IntVar(&c.DurableSamples, "durable-samples", c.DurableSamples, "durable: registrations timed from answered to durable")
 	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -316,6 +383,10 @@ func (c config) validate() error {
 		return errors.New("-admin-clients, -admin-interval and -admin-phase must be positive")
 	case c.HerdRate <= 0 || c.HerdLead <= 0 || c.HerdBaseline <= herdGuard:
 		return fmt.Errorf("-herd-rate and -herd-lead must be positive, -herd-baseline more than %v", herdGuard)
+	case c.DurableBackends < 0 || c.DurableRegister < 0 || c.DurableSamples < 0:
+		return errors.New("-durable sizes must not be negative")
+	case c.DurableBurst <= 0 || c.DurableSpread <= 0 || c.DurableLead <= 0 || c.DurableLimitRounds <= 0 || c.DurableConns <= 0 || c.DurableWindow <= 0:
+		return errors.New("-durable-burst, -durable-spread, -durable-lead, -durable-limit-rounds, -durable-conns and -durable-window must be positive")
 	}
 	if c.Only != "" {
 		for name := range strings.SplitSeq(c.Only, ",") {
@@ -329,7 +400,7 @@ func (c config) validate() error {
 
 // sectionNames returns the sections -only may name, in the order they run.
 func sectionNames() []string {
-	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd"}
+	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable"}
 }
 
 // runs reports whether section name runs: -only names it, or -only is

@@ -224,6 +224,14 @@ func TestParseFlags(t *testing.T) {
 		{"admin clients must be positive", []string{"-admin-clients", "0"}, nil, true},
 		{"unknown subscriber", []string{"-subscriber", "x"}, nil, true},
 		{"stray argument", []string{"x"}, nil, true},
+		{"durable defaults are the issue's sizes", nil, func(c config) bool {
+			return c.DurableBackends == 50_000 && c.DurableBurst == 100*time.Millisecond && c.DurableSpread == time.Second &&
+				c.DurableRegister == 1_000_000
+		}, false},
+		{"quick durable is small", []string{"-quick"}, func(c config) bool { return c.DurableBackends == 500 && c.DurableRegister == 2_000 }, false},
+		{"only durable", []string{"-only", "durable"}, func(c config) bool { return c.runs("durable") && !c.runs("herd") }, false},
+		{"durable register must not be negative", []string{"-durable-register", "-1"}, nil, true},
+		{"durable connections must be positive", []string{"-durable-conns", "0"}, nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args, new(bytes.Buffer))
@@ -298,7 +306,34 @@ func TestRunQuick(t *testing.T) {
 			t.Errorf("herd: got %+v; want heartbeats answered in both phases and a spread", h)
 		}
 	}
-	for _, section := range []string{"Pattern quiesce", "7. Herd", "Targets"} {
+	if d := res.Durable; d == nil {
+		t.Error("no durable section")
+	} else {
+		if l := d.Limit; l.Missing+l.Duplicates != 0 || l.StreamMsgs != uint64(cfg.DurableBackends) || l.PerSecond <= 0 {
+			t.Errorf("durable limit: got %+v; want %d events seen once and stored", l, cfg.DurableBackends)
+		}
+		for _, p := range append(d.Burst, d.Spread...) {
+			l := p.Lateness
+			if l.Count != cfg.DurableBackends || l.Early+l.Missing+l.Duplicates+l.Unexpected != 0 {
+				t.Errorf("durable %s: got %+v; want %d events, none early, missing or duplicate", p.Path, l, cfg.DurableBackends)
+			}
+		}
+		if len(d.Burst) != 2 || len(d.Spread) != 2 || len(d.Register) != 2 {
+			t.Errorf("durable: got %d burst, %d spread, %d registration measurements; want 2 each", len(d.Burst), len(d.Spread), len(d.Register))
+		}
+		for _, reg := range d.Register {
+			if reg.Tracked != int64(cfg.DurableRegister) || reg.PerSecond <= 0 {
+				t.Errorf("durable registration %s: got %+v; want %d tracked", reg.Path, reg, cfg.DurableRegister)
+			}
+		}
+		if len(d.Register) == 2 && (d.Register[1].Durable.Count != d.Register[1].Samples || d.Register[1].Samples == 0) {
+			t.Errorf("durable registration: got %+v; want every sample seen durable", d.Register[1])
+		}
+		if rs := d.Restart; rs == nil || rs.Restored != int64(cfg.DurableRegister) || rs.ReadyMS <= 0 {
+			t.Errorf("durable restart: got %+v; want %d restored", rs, cfg.DurableRegister)
+		}
+	}
+	for _, section := range []string{"Pattern quiesce", "7. Herd", "8. Durable", "Targets"} {
 		if !strings.Contains(table.String(), section) {
 			t.Errorf("table has no %q section:\n%s", section, table.String())
 		}

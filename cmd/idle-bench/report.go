@@ -139,6 +139,7 @@ type results struct {
 	Shutdown          *shutdownResult   `json:"shutdown,omitempty"`
 	Admin             *adminResult      `json:"admin_under_load,omitempty"`
 	Herd              *herdResult       `json:"herd,omitempty"`
+	Durable           *durableResult    `json:"durable,omitempty"`
 	Targets           []target          `json:"targets"`
 	WallSeconds       float64           `json:"wall_seconds"`
 }
@@ -221,6 +222,9 @@ func (r *results) judge() {
 	}
 	if h := r.Herd; h != nil {
 		h.judge(add)
+	}
+	if d := r.Durable; d != nil {
+		d.judge(add)
 	}
 }
 
@@ -361,6 +365,9 @@ func (r *results) print(out io.Writer) {
 	}
 	if h := r.Herd; h != nil {
 		h.print(out, t)
+	}
+	if d := r.Durable; d != nil {
+		d.print(out, t)
 	}
 	fmt.Fprintln(out, "\nTargets")
 	fmt.Fprintln(out)

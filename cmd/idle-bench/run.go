@@ -145,6 +145,18 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.Herd = &r
 	}
+	if cfg.DurableBackends > 0 && cfg.runs("durable") {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureDurable(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("durable: %w", err)
+		}
+		res.Durable = &r
+	}
 	res.judge()
 	res.WallSeconds = time.Since(start).Seconds()
 	res.print(out)
