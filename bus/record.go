@@ -33,12 +33,17 @@ func EncodeRecord(rec coordinator.Record) []byte {
 
 // ParseRecord decodes a stored record of key. Errors wrap ErrBadPayload.
 func ParseRecord(key string, data []byte) (coordinator.Record, error) {
-	var r record
-	err := decodeObject(data, "registry record",
-		member{"timeout_ms", &r.TimeoutMS}, member{"state", &r.State},
-		member{"generation", &r.Generation}, member{"reason", &r.Reason})
-	if err != nil {
-		return coordinator.Record{}, err
+	// A restart decodes every record: read EncodeRecord's own form
+	// directly (about ten times faster than encoding/json), and anything
+	// else, which only a hand or another program writes, the general way.
+	r, ok := parseCanonicalRecord(data)
+	if !ok {
+		err := decodeObject(data, "registry record",
+			member{"timeout_ms", &r.TimeoutMS}, member{"state", &r.State},
+			member{"generation", &r.Generation}, member{"reason", &r.Reason})
+		if err != nil {
+			return coordinator.Record{}, err
+		}
 	}
 	if err := ValidateKey(key); err != nil {
 		return coordinator.Record{}, fmt.Errorf("%w: registry record key: %w", ErrBadPayload, err)
@@ -95,4 +100,77 @@ func ParseStoreKey(rest string) (string, bool) {
 		i += 2
 	}
 	return b.String(), true
+}
+
+// parseCanonicalRecord reads data if it is exactly what EncodeRecord writes:
+// {"timeout_ms":N,"state":"S","generation":G} with an optional
+// ,"reason":"R" before the brace, N and G plain decimal numbers and S and R
+// plain lower-case words. It reports false for anything else, which the
+// caller decodes in full, so both paths agree on every input.
+func parseCanonicalRecord(data []byte) (record, bool) {
+	var r record
+	rest, ok := cutBytes(data, `{"timeout_ms":`)
+	if !ok {
+		return r, false
+	}
+	var n uint64
+	if n, rest, ok = cutUint(rest); !ok || n > uint64(maxTimeoutMS) {
+		return r, false
+	}
+	r.TimeoutMS = int64(n)
+	if rest, ok = cutBytes(rest, `,"state":"`); !ok {
+		return r, false
+	}
+	if r.State, rest, ok = cutWord(rest); !ok {
+		return r, false
+	}
+	if rest, ok = cutBytes(rest, `,"generation":`); !ok {
+		return r, false
+	}
+	if r.Generation, rest, ok = cutUint(rest); !ok {
+		return r, false
+	}
+	if reason, ok := cutBytes(rest, `,"reason":"`); ok {
+		if r.Reason, rest, ok = cutWord(reason); !ok || r.Reason == "" {
+			return r, false
+		}
+	}
+	return r, string(rest) == "}"
+}
+
+func cutBytes(b []byte, prefix string) ([]byte, bool) {
+	if len(b) < len(prefix) || string(b[:len(prefix)]) != prefix {
+		return b, false
+	}
+	return b[len(prefix):], true
+}
+
+// cutUint reads a decimal number without sign, leading zero or overflow.
+func cutUint(b []byte) (uint64, []byte, bool) {
+	i := 0
+	var n uint64
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		d := uint64(b[i] - '0')
+		if n > (1<<64-1-d)/10 {
+			return 0, b, false
+		}
+		n = n*10 + d
+	}
+	if i == 0 || (i > 1 && b[0] == '0') {
+		return 0, b, false
+	}
+	return n, b[i:], true
+}
+
+// cutWord reads [a-z_]* up to a closing quote.
+func cutWord(b []byte) (string, []byte, bool) {
+	for i := 0; i < len(b); i++ {
+		switch c := b[i]; {
+		case c == '"':
+			return string(b[:i]), b[i+1:], true
+		case c != '_' && (c < 'a' || c > 'z'):
+			return "", b, false
+		}
+	}
+	return "", b, false
 }

@@ -98,3 +98,41 @@ func FuzzStoreKey(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCanonicalRecord: whatever the fast path accepts, the general decoder
+// reads the same way, so the two paths of ParseRecord never disagree.
+func FuzzCanonicalRecord(f *testing.F) {
+	for _, s := range []string{
+		`{"timeout_ms":30000,"state":"running","generation":1}`,
+		`{"timeout_ms":0,"state":"draining","generation":18446744073709551615,"reason":"idle_timeout"}`,
+		`{"timeout_ms":01,"state":"running","generation":1}`,
+		`{"timeout_ms":1,"state":"running","generation":18446744073709551616}`,
+		`{"timeout_ms":1,"state":"r\u0075nning","generation":1}`,
+		`{"timeout_ms":1,"state":"running","generation":1,"reason":""}`,
+		`{"timeout_ms":1,"state":"running","generation":1} `,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := parseCanonicalRecord(data)
+		if !ok {
+			return
+		}
+		var slow record
+		err := decodeObject(data, "registry record",
+			member{"timeout_ms", &slow.TimeoutMS}, member{"state", &slow.State},
+			member{"generation", &slow.Generation}, member{"reason", &slow.Reason})
+		if err != nil || slow != fast {
+			t.Fatalf("%s: fast path read %+v, the decoder %+v (%v)", data, fast, slow, err)
+		}
+	})
+}
+
+func BenchmarkParseRecord(b *testing.B) {
+	data := EncodeRecord(coordinator.Record{Key: "k", IdleTimeout: 30 * time.Second, State: coordinator.Draining, Generation: 123456, Reason: coordinator.IdleTimeout})
+	for b.Loop() {
+		if _, err := ParseRecord("dev-7.gopls.1.aa", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
