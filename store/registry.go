@@ -82,7 +82,10 @@ func OpenKVRegistry(ctx context.Context, nc *nats.Conn, bucket string, logger *s
 		why:     lograte.New(time.Second, nil),
 	}
 	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(8192),
+		// A deep window keeps a registration wave flowing: idle-bench -only
+		// durable -durable-register 400000, answered -> stored p99 1249 and
+		// 958 ms with 8192, 693 and 475 ms with 65536.
+		jetstream.WithPublishAsyncMaxPending(65536),
 		jetstream.WithPublishAsyncTimeout(5*time.Second),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, err error) {
 			r.errs.Add(1)
