@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/natstest"
 )
 
 // quiesceCounter counts the events one SubscribeQuiesce callback received.
@@ -52,11 +53,7 @@ func publishEvents(t *testing.T, nc *nats.Conn, n int) {
 // waitUntil polls cond until it holds, failing t after waitBound.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(waitBound); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	natstest.WaitFor(t, waitBound, what, cond)
 }
 
 // TestSubscribeQuiesceQueueGroup: subscribers in one queue group share the

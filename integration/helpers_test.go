@@ -146,13 +146,7 @@ func setup(t *testing.T, cfg bus.WorkerConfig) (*testWorker, *nats.Conn, *nats.S
 // takes longer than timeout.
 func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v", timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	natstest.WaitFor(t, timeout, "the condition", cond)
 }
 
 // subscribe subscribes synchronously and makes sure the server has the

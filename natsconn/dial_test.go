@@ -29,16 +29,6 @@ func startServer(t *testing.T, port int, configure func(*server.Options)) *natst
 	}))
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %v for %s", timeout, what)
-		}
-	}
-}
-
 // idleName names settings as idle-worker does.
 func idleName(s natsconn.Setting) string {
 	return map[natsconn.Setting]string{
@@ -154,11 +144,11 @@ func TestDialReconnects(t *testing.T) {
 	defer nc.Close()
 	first.Shutdown()
 	first.WaitForShutdown()
-	waitFor(t, 10*time.Second, "the disconnection to be logged", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "the disconnection to be logged", func() bool {
 		return strings.Contains(logs.String(), `level=WARN msg="disconnected from NATS"`)
 	})
 	startServer(t, port, nil)
-	waitFor(t, 10*time.Second, "the reconnection to be logged", func() bool {
+	natstest.WaitFor(t, 10*time.Second, "the reconnection to be logged", func() bool {
 		return strings.Contains(logs.String(), `level=INFO msg="reconnected to NATS"`) && nc.IsConnected()
 	})
 	if want := fmt.Sprintf("url=nats://127.0.0.1:%d outage=", port); !strings.Contains(logs.String(), want) {

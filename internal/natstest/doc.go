@@ -33,6 +33,11 @@
 //	...
 //	c.StreamLeader(server.DEFAULT_GLOBAL_ACCOUNT, "ORDERS").Close()
 //
+// WaitFor polls a condition until it holds, failing the test after a
+// timeout, for the waits of tests that have no event to block on:
+//
+//	natstest.WaitFor(t, 10*time.Second, "the reconnection", connected)
+//
 // Every wait is bounded: a server not ready for connections within 10 s,
 // or a cluster not formed within 20 s, is an error.
 package natstest
