@@ -246,13 +246,7 @@ func ParseListRequest(body []byte) (ListRequest, Pattern, error) {
 // ErrBadPayload or ErrBadKey.
 func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
 	var r QuiesceRequest
-	if err := decodeObject(body, "quiesce request", member{"match", &r.Match}, member{"reason", &r.Reason}); err != nil {
-		return Pattern{}, 0, err
-	}
-	if r.Match == "" {
-		return Pattern{}, 0, fmt.Errorf("%w: quiesce request needs \"match\"", ErrBadPayload)
-	}
-	p, err := ParsePattern(r.Match)
+	p, err := parseMatchRequest(body, "quiesce request", &r.Match, member{"reason", &r.Reason})
 	if err != nil {
 		return Pattern{}, 0, err
 	}
@@ -271,13 +265,19 @@ func ParseQuiesceRequest(body []byte) (Pattern, coordinator.Reason, error) {
 // ErrBadPayload or ErrBadKey.
 func ParseForgetRequest(body []byte) (Pattern, error) {
 	var r ForgetRequest
-	if err := decodeObject(body, "forget request", member{"match", &r.Match}); err != nil {
+	return parseMatchRequest(body, "forget request", &r.Match)
+}
+
+// parseMatchRequest decodes an admin request whose "match" member is
+// required, into match and the other members, and parses the pattern.
+func parseMatchRequest(body []byte, what string, match *string, others ...member) (Pattern, error) {
+	if err := decodeObject(body, what, append([]member{{"match", match}}, others...)...); err != nil {
 		return Pattern{}, err
 	}
-	if r.Match == "" {
-		return Pattern{}, fmt.Errorf("%w: forget request needs \"match\"", ErrBadPayload)
+	if *match == "" {
+		return Pattern{}, fmt.Errorf("%w: %s needs \"match\"", ErrBadPayload, what)
 	}
-	return ParsePattern(r.Match)
+	return ParsePattern(*match)
 }
 
 // ParseGetRequest decodes a P.admin.get body: {"key": K}. Errors wrap
