@@ -79,12 +79,9 @@ type Server struct {
 // already in use), and within 10 s when it does not become ready. A failed
 // Start leaves no temporary directory behind.
 func Start(cfg Config) (_ *Server, err error) {
-	host, port, err := splitListen(cfg.Listen)
+	host, port, err := checkListen(cfg.Listen, cfg.AllowRemote)
 	if err != nil {
 		return nil, err
-	}
-	if !cfg.AllowRemote && !IsLoopback(host) {
-		return nil, fmt.Errorf("%w: %q", ErrNotLoopback, cfg.Listen)
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
@@ -168,6 +165,26 @@ func (s *Server) Close() error {
 func (s *Server) stop() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
+}
+
+// CheckListen reports whether listen may be Config.Listen: host:port with a
+// port in 0..65535 (an error wrapping ErrListen), on a loopback host unless
+// allowRemote (an error wrapping ErrNotLoopback).
+func CheckListen(listen string, allowRemote bool) error {
+	_, _, err := checkListen(listen, allowRemote)
+	return err
+}
+
+// checkListen is CheckListen, returning the host and port.
+func checkListen(listen string, allowRemote bool) (string, int, error) {
+	host, port, err := splitListen(listen)
+	if err != nil {
+		return "", 0, err
+	}
+	if !allowRemote && !IsLoopback(host) {
+		return "", 0, fmt.Errorf("%w: %q", ErrNotLoopback, listen)
+	}
+	return host, port, nil
 }
 
 // splitListen splits a host:port listen address and checks the port.

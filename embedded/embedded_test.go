@@ -154,6 +154,12 @@ func TestStartRefusesListen(t *testing.T) {
 		if !errors.Is(err, tt.want) || !strings.Contains(err.Error(), tt.listen) {
 			t.Errorf("Start(Listen %q): got %v; want an error naming it and wrapping %v", tt.listen, err, tt.want)
 		}
+		if cerr := embedded.CheckListen(tt.listen, false); !errors.Is(cerr, tt.want) {
+			t.Errorf("CheckListen(%q, false): got %v; want an error wrapping %v", tt.listen, cerr, tt.want)
+		}
+		if cerr := embedded.CheckListen(tt.listen, true); errors.Is(tt.want, embedded.ErrNotLoopback) && cerr != nil {
+			t.Errorf("CheckListen(%q, true): got %v; want nil: remote allowed", tt.listen, cerr)
+		}
 	}
 }
 

@@ -202,15 +202,11 @@ func processEnv(c *config) error {
 
 func (c config) validate() error {
 	if c.NATSURL == "" {
-		host, port, err := net.SplitHostPort(c.EmbeddedListen)
-		if err != nil {
-			return bad("EMBEDDED_LISTEN", "want host:port: %v", err)
-		}
-		if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-			return bad("EMBEDDED_LISTEN", "port %q is not a number in 0..65535", port)
-		}
-		if !c.EmbeddedAllowRemote && !embedded.IsLoopback(host) {
-			return bad("EMBEDDED_LISTEN", "%q is not a loopback address; the embedded server has no authentication, so set IDLE_EMBEDDED_ALLOW_REMOTE=true to expose it anyway", host)
+		switch err := embedded.CheckListen(c.EmbeddedListen, c.EmbeddedAllowRemote); {
+		case errors.Is(err, embedded.ErrNotLoopback):
+			return bad("EMBEDDED_LISTEN", "%q is not a loopback address; the embedded server has no authentication, so set IDLE_EMBEDDED_ALLOW_REMOTE=true to expose it anyway", c.EmbeddedListen)
+		case err != nil:
+			return bad("EMBEDDED_LISTEN", "%v", err)
 		}
 	}
 	if _, err := bus.NewSubjects(c.SubjectPrefix); err != nil || c.SubjectPrefix == "" {
