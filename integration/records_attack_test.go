@@ -73,14 +73,7 @@ func TestMissingHighWaterNewIDSpace(t *testing.T) {
 // outlive the key's deletion and come back at every restart: it is not
 // restored, counted, and deleted from the bucket.
 func TestNonCanonicalStoreKeyDeleted(t *testing.T) {
-	s := startServer(t, natstest.JetStream())
-	opts := relOptions{policy: coordinator.Policy{DefaultIdleTimeout: longTimeout}, registry: true}
-	first, _ := relStartWorker(t, s.ClientURL(), opts)
-	if err := first.stop(bound); err != nil {
-		t.Fatal(err)
-	}
-	nc := connect(t, s.ClientURL())
-	kv := relKV(t, nc)
+	s, opts, nc, kv := storedRegistry(t)
 	ctx, cancel := context.WithTimeout(context.Background(), bound)
 	defer cancel()
 	if _, err := kv.PutString(ctx, "b.rv=2Dz.a", `{"timeout_ms":60000,"state":"quiesced","generation":5}`); err != nil {

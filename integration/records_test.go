@@ -7,6 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/idle-worker/idle-worker/coordinator"
 	"github.com/idle-worker/idle-worker/internal/natstest"
 )
@@ -15,8 +19,9 @@ import (
 // write. A record keeps its generation, so a drain sent before a crash is
 // re-sent with its id; one whose generation could wrap, lies above the
 // high-water mark or repeats another's would reuse an event id, and gets a
-// fresh generation instead. A timeout above IDLE_MAX_TIMEOUT is clamped. An unreadable, missing or absurd id or high-water mark starts a
-// new id space. Whatever the records say, no event id repeats.
+// fresh generation instead. A timeout above IDLE_MAX_TIMEOUT is clamped.
+// An unreadable, missing or absurd id or high-water mark starts a new id
+// space. Whatever the records say, no event id repeats.
 func TestHandWrittenRecords(t *testing.T) {
 	tests := []struct {
 		name        string
@@ -80,14 +85,7 @@ func TestHandWrittenRecords(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			s := startServer(t, natstest.JetStream())
-			opts := relOptions{policy: coordinator.Policy{DefaultIdleTimeout: longTimeout}, registry: true}
-			first, _ := relStartWorker(t, s.ClientURL(), opts)
-			if err := first.stop(bound); err != nil {
-				t.Fatal(err)
-			}
-			nc := connect(t, s.ClientURL())
-			kv := relKV(t, nc)
+			s, opts, nc, kv := storedRegistry(t)
 			oldID := relMeta(t, kv, "m.id")
 			ctx, cancel := context.WithTimeout(context.Background(), bound)
 			defer cancel()
@@ -142,4 +140,21 @@ func TestHandWrittenRecords(t *testing.T) {
 			}
 		})
 	}
+}
+
+// storedRegistry starts a JetStream server and runs a worker with a registry
+// on it once, so the bucket exists with its id and high-water mark, as a
+// worker leaves it. It returns the server, the options of that worker, a
+// client connection and the bucket, for a test to write records into before
+// the next worker starts.
+func storedRegistry(t *testing.T) (*server.Server, relOptions, *nats.Conn, jetstream.KeyValue) {
+	t.Helper()
+	s := startServer(t, natstest.JetStream())
+	opts := relOptions{policy: coordinator.Policy{DefaultIdleTimeout: longTimeout}, registry: true}
+	first, _ := relStartWorker(t, s.ClientURL(), opts)
+	if err := first.stop(bound); err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, s.ClientURL())
+	return s, opts, nc, relKV(t, nc)
 }
