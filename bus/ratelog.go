@@ -3,6 +3,8 @@ package bus
 import (
 	"log/slog"
 	"time"
+
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // rateLog logs at most one line per reason per interval and reports how many
@@ -25,13 +27,6 @@ func (r *rateLog) log(now time.Time, reason rejectReason, subject string, err er
 	r.last[reason] = now
 	n := r.suppressed[reason]
 	r.suppressed[reason] = 0
-	r.logger.Warn("rejected input", "reason", reason.String(), "subject", truncate(subject, 300),
+	r.logger.Warn("rejected input", "reason", reason.String(), "subject", lograte.Clip(subject, 300),
 		"error", err.Error(), "suppressed", n)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/lograte"
 )
 
 // generationBlock is how far ahead the worker reserves generations in the
@@ -35,7 +36,7 @@ func (w *Worker) restore(ctx context.Context) error {
 		old := st.ID
 		st.ID, st.HighWater = nuid.Next(), 0
 		w.log.Error("registry id or high-water mark unusable; starting a new id space (re-sent events of draining backends get new ids)",
-			"reason", reason, "stored_id", truncate(old, 80), "new_id", st.ID)
+			"reason", reason, "stored_id", lograte.Clip(old, 80), "new_id", st.ID)
 		if err := w.reg.StoreID(ctx, st.ID); err != nil {
 			return err
 		}
@@ -50,7 +51,7 @@ func (w *Worker) restore(ctx context.Context) error {
 	for _, rec := range recs {
 		if err := w.coord.Restore(rec, now); err != nil {
 			if refused++; refused == 1 {
-				w.log.Warn("registry records not restored: a backend limit is reached", "first", truncate(rec.Key, 200), "error", err)
+				w.log.Warn("registry records not restored: a backend limit is reached", "first", lograte.Clip(rec.Key, 200), "error", err)
 			}
 			continue
 		}
@@ -115,7 +116,7 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 		if !logged[why] {
 			logged[why] = true
 			w.log.Warn("registry record's generation unusable; restoring it with a fresh one (a re-send gets a new id)",
-				"backend", truncate(rec.Key, 200), "generation", rec.Generation, "reason", why)
+				"backend", lograte.Clip(rec.Key, 200), "generation", rec.Generation, "reason", why)
 		}
 		rec.Generation = 0
 	}

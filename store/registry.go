@@ -156,7 +156,7 @@ func (r *KVRegistry) Load(ctx context.Context) (bus.RegistryState, error) {
 			if err != nil {
 				st.Skipped++
 				if bad[err.Error()]++; len(bad) <= 8 && bad[err.Error()] == 1 {
-					r.log.Warn("skipping bad registry record", "backend", truncate(key, 200), "error", err)
+					r.log.Warn("skipping bad registry record", "backend", lograte.Clip(key, 200), "error", err)
 				}
 				continue
 			}
@@ -329,12 +329,4 @@ func (r *KVRegistry) Close(ctx context.Context) error {
 		return fmt.Errorf("store: registry close: %d writes not stored", n)
 	}
 	return nil
-}
-
-// truncate shortens s for a log line.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

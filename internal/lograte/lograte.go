@@ -2,7 +2,8 @@
 // lets one line of each kind through per interval and counts the lines it
 // held back, so the next line of that kind can say how many were
 // suppressed. It is safe for concurrent use, for callbacks that run on other
-// goroutines (nats.go's error handler, nats-server's logger).
+// goroutines (nats.go's error handler, nats-server's logger). Clip keeps a
+// single value a client controls from making a line long.
 package lograte
 
 import (
@@ -59,4 +60,13 @@ func (l *Limiter) Allow(k string) (ok bool, suppressed uint64) {
 	n := st.suppressed
 	st.last, st.suppressed = t, 0
 	return true, n
+}
+
+// Clip shortens s to at most n bytes, marking the cut with "…", so a value
+// a client controls (a subject, a stored key) cannot make a log line long.
+func Clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
 }

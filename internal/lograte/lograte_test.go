@@ -50,3 +50,21 @@ func TestAllowBounded(t *testing.T) {
 		t.Errorf("Limiter remembers %d kinds; want at most %d", n, maxKinds)
 	}
 }
+
+func TestClip(t *testing.T) {
+	tests := []struct {
+		s    string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"exactly", 7, "exactly"},
+		{"a longer subject", 8, "a longer…"},
+		{"", 3, ""},
+	}
+	for _, tt := range tests {
+		if got := Clip(tt.s, tt.n); got != tt.want {
+			t.Errorf("Clip(%q, %d) = %q; want %q", tt.s, tt.n, got, tt.want)
+		}
+	}
+}
