@@ -81,13 +81,13 @@ type durableResult struct {
 }
 
 // durablePersistence describes the durable worker's store.
-var durablePersistence = fmt.Sprintf("JetStream as cmd/idle-worker runs it by default: registry bucket %s, quiesce stream %s, store.Open defaults; memory path: no Registry, no Publisher (IDLE_PERSIST=off); both QuiesceRate 0 (unlimited)",
+var durablePersistence = fmt.Sprintf("JetStream as cmd/idle-worker runs it by default: registry bucket %s_<n>, quiesce stream %s_<n> (a fresh pair per measurement), store.Open defaults; memory path: no Registry, no Publisher (IDLE_PERSIST=off); both QuiesceRate 0 (unlimited)",
 	store.DefaultRegistryBucket, store.DefaultStreamName)
 
 // startPathWorker starts a worker with the operator's policy and QuiesceRate
-// 0: with store.Open's registry and quiesce stream when durable (returned
-// too), in memory otherwise.
-func startPathWorker(ctx context.Context, url string, cfg config, durable bool) (*runningWorker, *store.KVRegistry, error) {
+// 0: with store.Open's registry and quiesce stream under names when
+// durable (returned too), in memory otherwise.
+func startPathWorker(ctx context.Context, url string, cfg config, durable bool, names store.Config) (*runningWorker, *store.KVRegistry, error) {
 	wc := bus.WorkerConfig{Policy: operatorPolicy(), QueueLength: cfg.QueueLength}
 	if !durable {
 		rw, err := startWorkerWith(url, wc, nil)
@@ -97,7 +97,7 @@ func startPathWorker(ctx context.Context, url string, cfg config, durable bool) 
 	rw, err := startWorkerWith(url, wc, func(nc *nats.Conn, wc *bus.WorkerConfig) error {
 		octx, cancel := context.WithTimeout(ctx, waitBound)
 		defer cancel()
-		st, err := store.Open(octx, nc, bus.MustSubjects(bus.DefaultPrefix), store.Config{}, nil)
+		st, err := store.Open(octx, nc, bus.MustSubjects(bus.DefaultPrefix), names, nil)
 		if err != nil {
 			return fmt.Errorf("store: %w", err)
 		}
@@ -157,7 +157,6 @@ func measureDurable(ctx context.Context, url string, cfg config) (durableResult,
 // subscriber saw soonest counts.
 func measureLimit(ctx context.Context, url string, n, rounds int) (limitResult, error) {
 	r := limitResult{Events: n, Rounds: rounds}
-	defer removeStore(url)
 	for round := range rounds {
 		seen, stored, msgs, err := limitRound(ctx, url, n, round, &r)
 		if err != nil {
@@ -177,7 +176,8 @@ func measureLimit(ctx context.Context, url string, n, rounds int) (limitResult, 
 // limitRound is one round of measureLimit; it adds the subscriber's gaps
 // and repeats and the failed acknowledgements to r.
 func limitRound(ctx context.Context, url string, n, round int, r *limitResult) (seen, stored time.Duration, msgs uint64, err error) {
-	removeStore(url)
+	names := freshStore()
+	defer removeStore(url, names)
 	subj := bus.MustSubjects(bus.DefaultPrefix)
 	nc, err := nats.Connect(url, nats.Name("idle-bench limit publisher"))
 	if err != nil {
@@ -186,7 +186,7 @@ func limitRound(ctx context.Context, url string, n, round int, r *limitResult) (
 	defer nc.Close()
 	octx, cancel := context.WithTimeout(ctx, waitBound)
 	defer cancel()
-	qs, err := store.OpenQuiesceStream(octx, nc, subj, store.StreamConfig{}, nil)
+	qs, err := store.OpenQuiesceStream(octx, nc, subj, names.Stream, nil)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -247,7 +247,7 @@ func limitRound(ctx context.Context, url string, n, round int, r *limitResult) (
 		seen = last.Sub(t0)
 	}
 	r.AckErrors += ackErrs.Load()
-	st, err := js.Stream(octx, store.DefaultStreamName)
+	st, err := js.Stream(octx, names.Stream.Name)
 	if err != nil {
 		return 0, 0, 0, err
 	}
@@ -266,9 +266,9 @@ func measurePathTimely(ctx context.Context, url string, cfg config, durable bool
 	n := cfg.DurableBackends
 	d := durableTimely{Path: pathName(durable), Backends: n}
 	subj := bus.MustSubjects(bus.DefaultPrefix)
-	removeStore(url)
-	defer removeStore(url)
-	rw, reg, err := startPathWorker(ctx, url, cfg, durable)
+	names := freshStore()
+	defer removeStore(url, names)
+	rw, reg, err := startPathWorker(ctx, url, cfg, durable, names)
 	if err != nil {
 		return d, err
 	}

@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
-	"github.com/idle-worker/idle-worker/store"
 )
 
 // registerBody is each new backend's heartbeat: an hour, so none falls
@@ -74,9 +73,9 @@ func sampleStride(n, samples int) int {
 func measureRegistration(ctx context.Context, url string, cfg config, durable bool) (registerResult, *restartResult, error) {
 	n := cfg.DurableRegister
 	r := registerResult{Path: pathName(durable), Backends: n, Connections: cfg.DurableConns, Window: cfg.DurableWindow}
-	removeStore(url)
-	defer removeStore(url)
-	rw, reg, err := startPathWorker(ctx, url, cfg, durable)
+	names := freshStore()
+	defer removeStore(url, names)
+	rw, reg, err := startPathWorker(ctx, url, cfg, durable, names)
 	if err != nil {
 		return r, nil, err
 	}
@@ -94,7 +93,7 @@ func measureRegistration(ctx context.Context, url string, cfg config, durable bo
 	if durable {
 		r.Samples = (n + stride - 1) / stride
 		stored = make([]atomic.Int64, len(answered))
-		w, err := watchSamples(ctx, url, n, stride)
+		w, err := watchSamples(ctx, url, names.RegistryBucket, n, stride)
 		if err != nil {
 			return r, nil, err
 		}
@@ -165,7 +164,7 @@ func measureRegistration(ctx context.Context, url string, cfg config, durable bo
 	}
 	rs.StopMS = ms(time.Since(t1))
 	t2 := time.Now()
-	rw2, _, err := startPathWorker(ctx, url, cfg, true)
+	rw2, _, err := startPathWorker(ctx, url, cfg, true, names)
 	if err != nil {
 		return r, nil, fmt.Errorf("restart: %w", err)
 	}
@@ -177,9 +176,9 @@ func measureRegistration(ctx context.Context, url string, cfg config, durable bo
 	return r, rs, nil
 }
 
-// watchSamples watches the registry bucket's records of every stride-th of
-// n backends reg.<i>, updates only.
-func watchSamples(ctx context.Context, url string, n, stride int) (jetstream.KeyWatcher, error) {
+// watchSamples watches bucket's records of every stride-th of n backends
+// reg.<i>, updates only.
+func watchSamples(ctx context.Context, url, bucket string, n, stride int) (jetstream.KeyWatcher, error) {
 	nc, err := nats.Connect(url, nats.Name("idle-bench registry watcher"))
 	if err != nil {
 		return nil, err
@@ -189,7 +188,7 @@ func watchSamples(ctx context.Context, url string, n, stride int) (jetstream.Key
 		nc.Close()
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, store.DefaultRegistryBucket)
+	kv, err := js.KeyValue(ctx, bucket)
 	if err != nil {
 		nc.Close()
 		return nil, err

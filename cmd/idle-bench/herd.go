@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
@@ -92,24 +91,6 @@ type herdResult struct {
 	OtherCPUPercent float64 `json:"other_cpu_percent"`
 }
 
-// removeStore deletes the quiesce stream and registry bucket the herd's
-// worker created, so the server is left as it was; best effort.
-func removeStore(url string) {
-	nc, err := nats.Connect(url, nats.Name("idle-bench store cleanup"))
-	if err != nil {
-		return
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), waitBound)
-	defer cancel()
-	_ = js.DeleteStream(ctx, store.DefaultStreamName)
-	_ = js.DeleteKeyValue(ctx, store.DefaultRegistryBucket)
-}
-
 // waitFor polls cond every millisecond until it holds, failing after
 // waitBound or when ctx is done.
 func waitFor(ctx context.Context, what string, cond func() bool) error {
@@ -137,19 +118,20 @@ func waitFor(ctx context.Context, what string, cond func() bool) error {
 func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error) {
 	n := cfg.HerdBackends
 	r := herdResult{Backends: n, QuiesceRate: cfg.HerdRate, Burst: max(cfg.HerdRate/10, 1), IntervalMS: ms(cfg.AdminInterval),
-		Persistence: fmt.Sprintf("JetStream (IDLE_PERSIST=auto): registry bucket %s, quiesce stream %s on file storage, store defaults",
+		Persistence: fmt.Sprintf("JetStream (IDLE_PERSIST=auto): registry bucket %s_<n>, quiesce stream %s_<n> (fresh names) on file storage, store defaults",
 			store.DefaultRegistryBucket, store.DefaultStreamName)}
 	if n > r.Burst {
 		r.ExpectedSpreadMS = 1000 * float64(n-r.Burst) / float64(cfg.HerdRate)
 	}
 	subj := bus.MustSubjects(bus.DefaultPrefix)
 	var reg *store.KVRegistry
-	defer removeStore(url)
+	names := freshStore()
+	defer removeStore(url, names)
 	rw, err := startWorkerWith(url, bus.WorkerConfig{Policy: operatorPolicy(), QuiesceRate: cfg.HerdRate, QueueLength: cfg.QueueLength},
 		func(nc *nats.Conn, wc *bus.WorkerConfig) error {
 			octx, cancel := context.WithTimeout(ctx, waitBound)
 			defer cancel()
-			st, err := store.Open(octx, nc, subj, store.Config{}, nil)
+			st, err := store.Open(octx, nc, subj, names, nil)
 			if err != nil {
 				return fmt.Errorf("store: %w", err)
 			}
