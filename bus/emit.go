@@ -120,14 +120,10 @@ func (w *Worker) emit(d coordinator.Due, now time.Time) {
 		At:                  now,
 		Attempt:             d.Attempt,
 	}
-	if err := w.pub.Publish(w.subj.Quiesce(d.Key), &ev); err != nil {
+	rec, _ := w.coord.Record(d.Key)
+	if err := w.pub.Publish(w.subj.Quiesce(d.Key), &ev, rec); err != nil {
 		w.stats.publishErrors.Add(1)
 		w.log.Error("publish quiesce", "backend", d.Key, "id", ev.ID, "error", err)
-	}
-	// The registry write is queued after the publish on the same
-	// connection, so a stored "draining" never precedes its event.
-	if d.Attempt <= 1 && w.reg != nil {
-		w.putRecord(d.Key)
 	}
 	if d.Attempt > 1 {
 		w.stats.redeliveries.Add(1)
@@ -146,7 +142,20 @@ func (w *Worker) emit(d coordinator.Due, now time.Time) {
 	}
 }
 
-// corePublisher is the Publisher of a worker without one: core NATS, no
+// publisher sends quiesce events: to the Store, or on core NATS.
+type publisher interface {
+	Publish(subject string, ev *QuiesceEvent, rec coordinator.Record) error
+}
+
+// storePublisher hands events to the worker's Store, which stores each
+// with its draining record rec.
+type storePublisher struct{ st Store }
+
+func (p storePublisher) Publish(_ string, ev *QuiesceEvent, rec coordinator.Record) error {
+	return p.st.Publish(ev, rec)
+}
+
+// corePublisher is the publisher of a worker without a Store: core NATS, no
 // acknowledgement. It reuses one message, owned by the worker loop:
 // PublishMsg copies subject, header and body into the connection's buffer
 // before it returns, so nothing of it need outlive the call.
@@ -157,8 +166,8 @@ type corePublisher struct {
 	body []byte
 }
 
-// Publish implements Publisher.
-func (p *corePublisher) Publish(subject string, ev *QuiesceEvent) error {
+// Publish publishes ev on subject; a worker without a Store keeps no record.
+func (p *corePublisher) Publish(subject string, ev *QuiesceEvent, _ coordinator.Record) error {
 	if p.msg.Header == nil {
 		p.msg.Header = nats.Header{HeaderMsgID: p.id[:]}
 	}
@@ -167,13 +176,6 @@ func (p *corePublisher) Publish(subject string, ev *QuiesceEvent) error {
 	p.msg.Subject, p.msg.Data = subject, p.body
 	return p.nc.PublishMsg(&p.msg)
 }
-
-// Counters implements Publisher: core publishes fail only synchronously,
-// and the worker counts those as publish errors.
-func (p *corePublisher) Counters() PublisherCounters { return PublisherCounters{} }
-
-// Close implements Publisher; the worker flushes the connection itself.
-func (p *corePublisher) Close(context.Context) error { return nil }
 
 // quiesceSummary counts the events published since its last line and logs
 // them at info level, by reason, at most once per WorkerConfig.SummaryInterval.

@@ -64,11 +64,28 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 		w.reject(m, rejectFull, fmt.Errorf("bus: %w (%d backends tracked in all)", err, w.coord.Len()))
 		return
 	}
-	if ch != 0 && w.reg != nil {
-		w.putRecord(key)
-		w.keepHighWater()
-	}
 	w.stats.heartbeats.Add(1)
+	if ch != 0 && w.reg != nil {
+		// A change is answered once its record is stored: a backend told
+		// it is tracked is tracked across a crash too.
+		w.keepHighWater()
+		rec, _ := w.coord.Record(key)
+		if m.Reply == "" || !w.replies.allow(m.Reply) {
+			w.reg.Put(rec, nil)
+			if m.Reply != "" {
+				w.refuseReply(m.Reply)
+			}
+			return
+		}
+		reply, body := m.Reply, appendHeartbeatReply(nil, key, timeout)
+		w.reg.Put(rec, func(err error) {
+			if err != nil {
+				body = errorReply(err)
+			}
+			w.publishReply(reply, body)
+		})
+		return
+	}
 	if m.Reply != "" {
 		w.buf = appendHeartbeatReply(w.buf[:0], key, timeout)
 		w.respond(m.Reply, w.buf)
@@ -136,6 +153,12 @@ func (w *Worker) respond(reply string, data []byte) {
 		w.refuseReply(reply)
 		return
 	}
+	w.publishReply(reply, data)
+}
+
+// publishReply publishes a reply to an allowed inbox; any goroutine may
+// call it.
+func (w *Worker) publishReply(reply string, data []byte) {
 	if err := w.nc.Publish(reply, data); err != nil {
 		w.stats.publishErrors.Add(1)
 		w.log.Warn("reply", "subject", reply, "error", err)

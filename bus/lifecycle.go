@@ -120,20 +120,16 @@ func (w *Worker) handleQueued(n int) int {
 	return n
 }
 
-// closeOutputs waits, bounded, for the publisher's and the registry's
-// writes.
+// closeOutputs waits, bounded, for the store's writes.
 func (w *Worker) closeOutputs() { w.closeOutputsBy(time.Now().Add(w.cfg.ShutdownTimeout / 2)) }
 
 // closeOutputsBy is closeOutputs with a deadline.
 func (w *Worker) closeOutputsBy(deadline time.Time) {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	if err := w.pub.Close(ctx); err != nil {
-		w.log.Warn("closing quiesce publisher", "error", err)
-	}
 	if w.reg != nil {
 		if err := w.reg.Close(ctx); err != nil {
-			w.log.Warn("closing registry", "error", err)
+			w.log.Warn("closing the store", "error", err)
 		}
 	}
 }

@@ -6,36 +6,46 @@ import (
 	"github.com/idle-worker/idle-worker/coordinator"
 )
 
-// Registry keeps the coordinator's records across restarts; package store
-// has the JetStream implementation. The worker loop calls Put, Delete and
-// SetHighWater on transitions only, never per heartbeat, and they must not
-// block. Load runs once, before the worker serves.
-type Registry interface {
-	// Load returns what the registry holds.
+// Store keeps the coordinator's records across restarts and publishes
+// quiesce events durably; package store has the JetStream implementation.
+// The worker loop calls Put, Delete, Publish and SetHighWater on
+// transitions only, never per heartbeat, and they must not block. Load runs
+// once, before the worker serves. Without a Store the worker keeps nothing
+// and publishes events on core NATS.
+type Store interface {
+	// Load returns what the store holds.
 	Load(ctx context.Context) (RegistryState, error)
-	// Put stores rec, replacing any record of the same key.
-	Put(rec coordinator.Record)
+	// Put stores rec, replacing any record of the same key. stored, when
+	// not nil, is called once, from any goroutine, when rec is stored or
+	// with the error that keeps it from being stored; the worker answers a
+	// new backend's first heartbeat from it.
+	Put(rec coordinator.Record, stored func(error))
 	// Delete forgets key.
 	Delete(key string)
+	// Publish sends ev to brokers together with rec, the draining record
+	// the event implies: both are stored or neither, and brokers see the
+	// event only once it is stored. It copies what it keeps. An error
+	// means the event will not be sent.
+	Publish(ev *QuiesceEvent, rec coordinator.Record) error
 	// SetHighWater stores a generation that no generation handed out by
 	// this run exceeds before the next SetHighWater.
 	SetHighWater(gen uint64)
 	// StoreHighWater is SetHighWater, waiting until it is stored. The
 	// worker calls it once before serving.
 	StoreHighWater(ctx context.Context, gen uint64) error
-	// StoreID replaces the registry's id and waits until it is stored. The
+	// StoreID replaces the store's id and waits until it is stored. The
 	// worker calls it before serving when the stored id or high-water mark
 	// cannot be trusted.
 	StoreID(ctx context.Context, id string) error
-	// Counters returns the registry's write counters.
-	Counters() RegistryCounters
+	// Counters returns the store's write counters.
+	Counters() StoreCounters
 	// Close writes what is pending, bounded by ctx, and stops.
 	Close(ctx context.Context) error
 }
 
-// RegistryState is what Registry.Load returns.
+// RegistryState is what Store.Load returns.
 type RegistryState struct {
-	// ID names the registry; quiesce ids start with it, so an event re-sent
+	// ID names the store; quiesce ids start with it, so an event re-sent
 	// after a restart carries the same id.
 	ID string
 	// HighWater is the stored generation high-water mark.
@@ -46,36 +56,15 @@ type RegistryState struct {
 	// Unreadable says why the stored id or high-water mark could not be
 	// read (empty when they could); the worker then starts a new id space.
 	Unreadable string
-	// NewID says Load created ID: the registry was empty, so no high-water
+	// NewID says Load created ID: the store was empty, so no high-water
 	// mark is expected yet.
 	NewID bool
 }
 
-// RegistryCounters are a Registry's counters, read by Worker.Stats.
-type RegistryCounters struct {
+// StoreCounters are a Store's counters, read by Worker.Stats.
+type StoreCounters struct {
 	// Written counts acknowledged writes; Failed counts writes that failed
-	// (each is retried until it is stored or superseded).
-	Written, Failed uint64
-}
-
-// Publisher sends quiesce events to brokers. The worker loop calls Publish
-// for every event, first emissions and re-sends alike; it must not block.
-// Without one the worker publishes on core NATS.
-type Publisher interface {
-	// Publish sends ev on subject with ev.ID as its Nats-Msg-Id. It copies
-	// what it keeps: ev may be reused once it returns. An error means the
-	// event was not sent and will not be retried by the Publisher.
-	Publish(subject string, ev *QuiesceEvent) error
-	// Counters returns the publisher's counters.
-	Counters() PublisherCounters
-	// Close waits, bounded by ctx, for what is in flight, and stops.
-	Close(ctx context.Context) error
-}
-
-// PublisherCounters are a Publisher's counters, read by Worker.Stats.
-type PublisherCounters struct {
-	// Failed counts events whose first publish or acknowledgement failed
-	// (each is retried); Abandoned counts events left to redelivery after
-	// every retry failed.
-	Failed, Abandoned uint64
+	// (each is retried until it is stored); Fenced counts writes the
+	// server refused because another worker claimed their partition.
+	Written, Failed, Fenced uint64
 }

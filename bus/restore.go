@@ -150,7 +150,7 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 // putRecord queues key's record for the registry.
 func (w *Worker) putRecord(key string) {
 	if rec, ok := w.coord.Record(key); ok {
-		w.reg.Put(rec)
+		w.reg.Put(rec, nil)
 	}
 }
 

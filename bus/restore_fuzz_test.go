@@ -14,7 +14,7 @@ import (
 // storedState is a Registry whose Load returns a fixed state, for the
 // restore fuzzer.
 type storedState struct {
-	countingRegistry
+	countingStore
 	st  RegistryState
 	ids []string // ids stored by StoreID
 }
@@ -57,7 +57,7 @@ func FuzzRestore(f *testing.F) {
 	nc := newHandleWorker(f).nc
 	f.Fuzz(func(t *testing.T, id string, hwm uint64, data []byte) {
 		reg := &storedState{st: decodeState(id, hwm, data)}
-		w, err := NewWorker(nc, WorkerConfig{Policy: coordinator.DefaultPolicy(), MaxTimeout: time.Hour, Registry: reg})
+		w, err := NewWorker(nc, WorkerConfig{Policy: coordinator.DefaultPolicy(), MaxTimeout: time.Hour, Store: reg})
 		if err != nil {
 			t.Fatal(err)
 		}

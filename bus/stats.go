@@ -66,14 +66,13 @@ type Stats struct {
 	// twice) or with their timeout clamped to the maximum.
 	Restored       int64 `json:"restored"`
 	RestoreSkipped int64 `json:"restore_skipped"`
-	// StreamFailures counts failed publishes or acknowledgements of quiesce
-	// events to the JetStream stream (each is retried); StreamAbandoned
-	// counts events left to redelivery after every retry failed.
-	StreamFailures  uint64 `json:"stream_failures"`
-	StreamAbandoned uint64 `json:"stream_abandoned"`
-	// RegistryWriteFailures counts registry writes that failed (each is
-	// retried until it is stored or superseded).
-	RegistryWriteFailures uint64 `json:"registry_write_failures"`
+	// StoreWrites counts writes the store acknowledged (records, events,
+	// snapshots); StoreWriteFailures counts failed writes (each is retried
+	// until it is stored); StoreFenced counts writes refused because another
+	// worker claimed their partition.
+	StoreWrites        uint64 `json:"store_writes"`
+	StoreWriteFailures uint64 `json:"store_write_failures"`
+	StoreFenced        uint64 `json:"store_fenced"`
 	// Forgotten counts backends forgotten: left draining or quiesced with
 	// no activity or report for IDLE_FORGET_AFTER, or forgotten by an
 	// operator (P.admin.forget).
@@ -135,10 +134,9 @@ func (w *Worker) Stats() Stats {
 	for r := range numRejects {
 		s.Rejected[r.String()] = w.stats.rejected[r].Load()
 	}
-	pc := w.pub.Counters()
-	s.StreamFailures, s.StreamAbandoned = pc.Failed, pc.Abandoned
 	if w.reg != nil {
-		s.RegistryWriteFailures = w.reg.Counters().Failed
+		c := w.reg.Counters()
+		s.StoreWrites, s.StoreWriteFailures, s.StoreFenced = c.Written, c.Failed, c.Fenced
 	}
 	s.Dropped = w.droppedTotal()
 	return s

@@ -9,36 +9,32 @@ import (
 	"github.com/idle-worker/idle-worker/coordinator"
 )
 
-// countingRegistry is a Registry that only reports write counts.
-type countingRegistry struct{ c RegistryCounters }
+// countingStore is a Store that stores nothing and only reports counts.
+type countingStore struct{ c StoreCounters }
 
-func (countingRegistry) Load(context.Context) (RegistryState, error)  { return RegistryState{}, nil }
-func (countingRegistry) Put(coordinator.Record)                       {}
-func (countingRegistry) Delete(string)                                {}
-func (countingRegistry) SetHighWater(uint64)                          {}
-func (countingRegistry) StoreHighWater(context.Context, uint64) error { return nil }
-func (countingRegistry) StoreID(context.Context, string) error        { return nil }
-func (countingRegistry) Close(context.Context) error                  { return nil }
-func (r countingRegistry) Counters() RegistryCounters                 { return r.c }
+func (countingStore) Load(context.Context) (RegistryState, error) { return RegistryState{}, nil }
+func (countingStore) Put(_ coordinator.Record, stored func(error)) {
+	if stored != nil {
+		stored(nil)
+	}
+}
+func (countingStore) Delete(string)                                   {}
+func (countingStore) Publish(*QuiesceEvent, coordinator.Record) error { return nil }
+func (countingStore) SetHighWater(uint64)                             {}
+func (countingStore) StoreHighWater(context.Context, uint64) error    { return nil }
+func (countingStore) StoreID(context.Context, string) error           { return nil }
+func (countingStore) Close(context.Context) error                     { return nil }
+func (r countingStore) Counters() StoreCounters                       { return r.c }
 
-// countingPublisher is a Publisher that only reports its counters.
-type countingPublisher struct{ c PublisherCounters }
-
-func (countingPublisher) Publish(string, *QuiesceEvent) error { return nil }
-func (countingPublisher) Close(context.Context) error         { return nil }
-func (p countingPublisher) Counters() PublisherCounters       { return p.c }
-
-// TestStatsReportPersistenceFailures: the publisher's and the registry's
-// failure counts reach Stats, which metrics and the micro stats endpoint
-// read.
-func TestStatsReportPersistenceFailures(t *testing.T) {
+// TestStatsReportStoreCounters: the store's write, failure and fencing
+// counts reach Stats, which metrics and the micro stats endpoint read.
+func TestStatsReportStoreCounters(t *testing.T) {
 	w := newHandleWorker(t)
-	w.pub = countingPublisher{PublisherCounters{Failed: 4, Abandoned: 1}}
-	w.reg = countingRegistry{RegistryCounters{Written: 9, Failed: 3}}
+	w.reg = countingStore{StoreCounters{Written: 9, Failed: 3, Fenced: 2}}
 	s := w.Stats()
-	if s.StreamFailures != 4 || s.StreamAbandoned != 1 || s.RegistryWriteFailures != 3 {
-		t.Errorf("Stats: got stream failures %d, abandoned %d, registry failures %d; want 4, 1, 3",
-			s.StreamFailures, s.StreamAbandoned, s.RegistryWriteFailures)
+	if s.StoreWrites != 9 || s.StoreWriteFailures != 3 || s.StoreFenced != 2 {
+		t.Errorf("Stats: got store writes %d, failures %d, fenced %d; want 9, 3, 2",
+			s.StoreWrites, s.StoreWriteFailures, s.StoreFenced)
 	}
 }
 
@@ -61,7 +57,7 @@ func TestStatsCountEveryReason(t *testing.T) {
 }
 
 // failingLoad is a Registry whose Load fails, so Run fails before serving.
-type failingLoad struct{ countingRegistry }
+type failingLoad struct{ countingStore }
 
 func (failingLoad) Load(context.Context) (RegistryState, error) {
 	return RegistryState{}, errors.New("load failed")

@@ -79,12 +79,10 @@ type WorkerConfig struct {
 	// Now is the worker's clock (default time.Now). Its readings must carry
 	// a monotonic component in production.
 	Now func() time.Time
-	// Registry, when set, keeps tracked backends across restarts (see
-	// package store); Run loads it before serving. Nil: memory only.
-	Registry Registry
-	// Publisher, when set, sends quiesce events (see package store for one
-	// that stores them in a JetStream stream). Nil: core NATS publish.
-	Publisher Publisher
+	// Store, when set, keeps tracked backends across restarts and stores
+	// quiesce events before brokers see them (see package store); Run
+	// loads it before serving. Nil: memory only, events on core NATS.
+	Store Store
 	// Observer, when set, is told of every quiesce event published, for
 	// metrics. Counters are in Stats.
 	Observer Observer
@@ -135,7 +133,7 @@ type Worker struct {
 	replies  replyFilter
 	buf      []byte            // scratch for replies
 	due      []coordinator.Due // scratch for AppendDueN
-	pub      Publisher
+	pub      publisher
 
 	// Pattern scans (scan.go). Set before Run, by tests only: scanSlice
 	// overrides the slice size (0: scanSlice); afterSlice, when set, runs
@@ -147,7 +145,7 @@ type Worker struct {
 	armed   bool
 	armedAt time.Time
 
-	reg        Registry
+	reg        Store
 	hwm        uint64 // generation high-water mark last given to reg
 	status     chan nats.Status
 	paused     bool // disconnected from NATS: no quiesce decisions
@@ -204,7 +202,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		// InboxPrefix): a reply there would land in the worker's own
 		// request or acknowledgement handlers.
 		replies.inbox = p + "."
-	} else if cfg.Publisher != nil {
+	} else if cfg.Store != nil {
 		cfg.Logger.Warn("the worker's connection shares the default inbox prefix; replies into its own JetStream acknowledgement inboxes cannot be refused (give the connection an inbox prefix of its own)",
 			"component", "worker")
 	}
@@ -226,11 +224,11 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		summary:  quiesceSummary{logger: log},
 		pace:     newPacer(cfg.QuiesceRate),
 		replies:  replies,
-		reg:      cfg.Registry,
-		pub:      cfg.Publisher,
+		reg:      cfg.Store,
 	}
-	if w.pub == nil {
-		w.pub = &corePublisher{nc: nc}
+	w.pub = &corePublisher{nc: nc}
+	if cfg.Store != nil {
+		w.pub = storePublisher{cfg.Store}
 	}
 	return w, nil
 }

@@ -58,7 +58,7 @@ type Collector struct {
 	heartbeats, stateReports, rejected, quiesces      *prometheus.Desc
 	redeliveries, dropped, publishErrors              *prometheus.Desc
 	forgotten, heldBack                               *prometheus.Desc
-	streamFailures, streamAbandoned, registryFailures *prometheus.Desc
+	storeWrites, storeFailures, storeFenced           *prometheus.Desc
 	outages, disconnected, reconnects, msgs, msgBytes *prometheus.Desc
 }
 
@@ -72,28 +72,28 @@ func NewCollector(src Source, nc *nats.Conn) *Collector {
 		src: src,
 		nc:  nc,
 
-		backends:         d("backends", "Tracked backends by state (running, draining, quiesced).", "state"),
-		unacked:          d("unacknowledged_drains", "Draining backends that were sent a quiesce and have had no quiesced, removed or activity since: drains no broker has confirmed."),
-		restored:         d("restored_backends", "Backends loaded from the JetStream registry when the worker started."),
-		restoreSkipped:   d("registry_records_skipped", "Registry records refused when the worker started (undecodable, beyond a backend limit) or repaired (a fresh generation for one out of range, above the high-water mark or used twice; a timeout clamped)."),
-		heartbeats:       d("heartbeats_total", "Heartbeats applied."),
-		stateReports:     d("state_reports_total", "State reports (draining, quiesced, removed) applied."),
-		rejected:         d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request, bad_reply).", "reason"),
-		quiesces:         d("quiesces_total", "Quiesce events published, by reason (idle_timeout, maintenance, broker_shutdown); redeliveries included.", "reason"),
-		redeliveries:     d("redeliveries_total", "Quiesce events re-sent with the same id to a backend still draining."),
-		forgotten:        d("forgotten_total", "Backends forgotten: left draining or quiesced with no activity or state report for IDLE_FORGET_AFTER, or forgotten by an operator."),
-		heldBack:         d("held_back_drains", "Backends due whose quiesce waits for the event budget (IDLE_QUIESCE_RATE)."),
-		dropped:          d("dropped_messages_total", "Messages NATS dropped because the worker's queue was full (slow consumer)."),
-		publishErrors:    d("publish_errors_total", "Quiesce events and replies the NATS connection refused to publish."),
-		streamFailures:   d("stream_publish_failures_total", "Failed publishes or acknowledgements of quiesce events to the JetStream stream; each is retried."),
-		streamAbandoned:  d("stream_abandoned_total", "Quiesce events the stream publisher gave up on after its retries, leaving them to redelivery."),
-		registryFailures: d("registry_write_failures_total", "Registry (JetStream KV) writes that failed; each is retried until stored or superseded."),
-		outages:          d("nats_outages_total", "Disconnections from NATS the worker recovered from (its deadlines were extended by each)."),
-		disconnected:     d("nats_disconnected_seconds_total", "Time spent disconnected from NATS, summed over recovered outages."),
-		connected:        d("nats_connected", "1 while the NATS connection is connected, else 0."),
-		reconnects:       d("nats_reconnects_total", "Reconnections of the NATS connection."),
-		msgs:             d("nats_messages_total", "Messages through the NATS connection, by direction (in, out).", "direction"),
-		msgBytes:         d("nats_bytes_total", "Payload bytes through the NATS connection, by direction (in, out).", "direction"),
+		backends:       d("backends", "Tracked backends by state (running, draining, quiesced).", "state"),
+		unacked:        d("unacknowledged_drains", "Draining backends that were sent a quiesce and have had no quiesced, removed or activity since: drains no broker has confirmed."),
+		restored:       d("restored_backends", "Backends loaded from the JetStream registry when the worker started."),
+		restoreSkipped: d("registry_records_skipped", "Registry records refused when the worker started (undecodable, beyond a backend limit) or repaired (a fresh generation for one out of range, above the high-water mark or used twice; a timeout clamped)."),
+		heartbeats:     d("heartbeats_total", "Heartbeats applied."),
+		stateReports:   d("state_reports_total", "State reports (draining, quiesced, removed) applied."),
+		rejected:       d("rejected_total", "Input rejected, by reason (bad_key, bad_payload, timeout_too_large, unknown_backend, backend_limit, bad_admin_request, bad_reply).", "reason"),
+		quiesces:       d("quiesces_total", "Quiesce events published, by reason (idle_timeout, maintenance, broker_shutdown); redeliveries included.", "reason"),
+		redeliveries:   d("redeliveries_total", "Quiesce events re-sent with the same id to a backend still draining."),
+		forgotten:      d("forgotten_total", "Backends forgotten: left draining or quiesced with no activity or state report for IDLE_FORGET_AFTER, or forgotten by an operator."),
+		heldBack:       d("held_back_drains", "Backends due whose quiesce waits for the event budget (IDLE_QUIESCE_RATE)."),
+		dropped:        d("dropped_messages_total", "Messages NATS dropped because the worker's queue was full (slow consumer)."),
+		publishErrors:  d("publish_errors_total", "Quiesce events and replies the NATS connection refused to publish."),
+		storeWrites:    d("store_writes_total", "Writes the JetStream store acknowledged: log messages, events, snapshot chunks and manifests, claims."),
+		storeFailures:  d("store_write_failures_total", "Store writes that failed or went unacknowledged; each is retried until stored."),
+		storeFenced:    d("store_fenced_total", "Store writes the server refused because another worker claimed their partition."),
+		outages:        d("nats_outages_total", "Disconnections from NATS the worker recovered from (its deadlines were extended by each)."),
+		disconnected:   d("nats_disconnected_seconds_total", "Time spent disconnected from NATS, summed over recovered outages."),
+		connected:      d("nats_connected", "1 while the NATS connection is connected, else 0."),
+		reconnects:     d("nats_reconnects_total", "Reconnections of the NATS connection."),
+		msgs:           d("nats_messages_total", "Messages through the NATS connection, by direction (in, out).", "direction"),
+		msgBytes:       d("nats_bytes_total", "Payload bytes through the NATS connection, by direction (in, out).", "direction"),
 	}
 }
 
@@ -109,8 +109,8 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 // depend on the wiring.
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.backends, c.unacked, c.restored, c.restoreSkipped, c.heartbeats, c.stateReports, c.rejected,
-		c.quiesces, c.redeliveries, c.forgotten, c.heldBack, c.dropped, c.publishErrors, c.streamFailures, c.streamAbandoned,
-		c.registryFailures, c.outages, c.disconnected,
+		c.quiesces, c.redeliveries, c.forgotten, c.heldBack, c.dropped, c.publishErrors, c.storeWrites, c.storeFailures,
+		c.storeFenced, c.outages, c.disconnected,
 		c.connected, c.reconnects, c.msgs, c.msgBytes}
 }
 
@@ -143,9 +143,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.heldBack, float64(s.HeldBack))
 	counter(c.dropped, float64(s.Dropped))
 	counter(c.publishErrors, float64(s.PublishErrors))
-	counter(c.streamFailures, float64(s.StreamFailures))
-	counter(c.streamAbandoned, float64(s.StreamAbandoned))
-	counter(c.registryFailures, float64(s.RegistryWriteFailures))
+	counter(c.storeWrites, float64(s.StoreWrites))
+	counter(c.storeFailures, float64(s.StoreWriteFailures))
+	counter(c.storeFenced, float64(s.StoreFenced))
 	counter(c.outages, float64(s.Outages))
 	counter(c.disconnected, s.OutageSeconds)
 	if c.nc == nil {

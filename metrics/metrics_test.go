@@ -32,11 +32,11 @@ func (f *fakeSource) Stats() bus.Stats { f.reads++; return f.s }
 
 func sampleStats() bus.Stats {
 	return bus.Stats{
-		Heartbeats:     11,
-		StateReports:   7,
-		Quiesces:       map[string]uint64{"idle_timeout": 5, "maintenance": 2, "broker_shutdown": 0},
-		PublishErrors:  1,
-		StreamFailures: 4, StreamAbandoned: 1, RegistryWriteFailures: 3,
+		Heartbeats:    11,
+		StateReports:  7,
+		Quiesces:      map[string]uint64{"idle_timeout": 5, "maintenance": 2, "broker_shutdown": 0},
+		PublishErrors: 1,
+		StoreWrites:   4, StoreWriteFailures: 1, StoreFenced: 3,
 		Rejected:       map[string]uint64{"bad_key": 3, "bad_payload": 4, "timeout_too_large": 0, "unknown_backend": 1, "backend_limit": 0, "bad_admin_request": 2},
 		Dropped:        9,
 		Running:        20,
@@ -126,9 +126,9 @@ func TestCollectorValues(t *testing.T) {
 		{"idle_worker_redeliveries_total", "", "", C, 6},
 		{"idle_worker_dropped_messages_total", "", "", C, 9},
 		{"idle_worker_publish_errors_total", "", "", C, 1},
-		{"idle_worker_stream_publish_failures_total", "", "", C, 4},
-		{"idle_worker_stream_abandoned_total", "", "", C, 1},
-		{"idle_worker_registry_write_failures_total", "", "", C, 3},
+		{"idle_worker_store_writes_total", "", "", C, 4},
+		{"idle_worker_store_write_failures_total", "", "", C, 1},
+		{"idle_worker_store_fenced_total", "", "", C, 3},
 		{"idle_worker_nats_outages_total", "", "", C, 2},
 		{"idle_worker_nats_disconnected_seconds_total", "", "", C, 1.5},
 	}

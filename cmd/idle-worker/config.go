@@ -31,7 +31,7 @@ type config struct {
 	EmbeddedStoreDir    string        `envconfig:"EMBEDDED_STORE_DIR" desc:"JetStream store of the embedded server. Empty: a temporary dir, removed at exit with every tracked backend."`
 	EmbeddedAllowRemote bool          `envconfig:"EMBEDDED_ALLOW_REMOTE" default:"false" desc:"allow the embedded server (no authentication) to listen on a non-loopback address."`
 	SubjectPrefix       string        `envconfig:"SUBJECT_PREFIX" default:"idle" desc:"prefix P of every subject: one or more literal tokens."`
-	Partitions          int           `envconfig:"PARTITIONS" default:"64" desc:"partitions of the prefix's keys, 1 to 1024; fixed for the life of a prefix. For now only idle-worker mappings uses it; the stored partitioned layout will."`
+	Partitions          int           `envconfig:"PARTITIONS" default:"64" desc:"partitions of the prefix's keys, 1 to 1024: the store writes each partition's records and events apart, and idle-worker mappings routes by them. Fixed for the life of a stream: a worker started with another count than the stream's refuses (exit 1)."`
 	DefaultTimeout      time.Duration `envconfig:"DEFAULT_TIMEOUT" default:"30s" desc:"idle timeout of heartbeats that name none; 0 clamps to 1 ms."`
 	MaxTimeout          time.Duration `envconfig:"MAX_TIMEOUT" default:"24h" desc:"largest idle_timeout_ms a heartbeat may ask for."`
 	MaxBackends         int           `envconfig:"MAX_BACKENDS" default:"1000000" desc:"most tracked backends; beyond it new keys are refused (0: no limit)."`
@@ -44,11 +44,11 @@ type config struct {
 	ConnectTimeout      time.Duration `envconfig:"CONNECT_TIMEOUT" default:"5s" desc:"bound on the first connection to NATS; after it, the worker reconnects for ever."`
 	PingInterval        time.Duration `envconfig:"NATS_PING_INTERVAL" default:"5s" desc:"client ping interval; a silent dead connection is noticed within 3 intervals. Keep it under a third of the shortest idle timeout."`
 	Persist             string        `envconfig:"PERSIST" default:"auto" desc:"auto: use JetStream (registry + quiesce stream) when the server has it, else warn and run in memory; on: refuse to start without it; off: memory only."`
-	RegistryBucket      string        `envconfig:"REGISTRY_BUCKET" default:"idle_registry" desc:"JetStream KV bucket of the registry."`
-	QuiesceStream       string        `envconfig:"QUIESCE_STREAM" default:"IDLE_QUIESCE" desc:"JetStream stream that stores quiesce events (subjects P.quiesce.>)."`
+	RegistryBucket      string        `envconfig:"REGISTRY_BUCKET" default:"idle_registry" desc:"the KV bucket where idle-worker v1 kept its registry: migrated into the stream once, at the first start on a stream without a store, then no longer read (delete it with nats kv del)."`
+	QuiesceStream       string        `envconfig:"QUIESCE_STREAM" default:"IDLE_QUIESCE" desc:"the JetStream stream of the prefix: quiesce events (stored as P.quiesce.>), the registry's snapshots and log, partition claims (P.store.>). A v1 stream of that name is updated in place, its events and consumers kept."`
+	StoreReplicas       int           `envconfig:"STORE_REPLICAS" default:"1" desc:"replicas of the stream, 1 to 5 (3 on a 3-node cluster)."`
 	StreamDuplicates    time.Duration `envconfig:"STREAM_DUPLICATES" default:"2m" desc:"the stream's de-duplication window on Nats-Msg-Id."`
 	StreamMaxAge        time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h" desc:"how long the stream keeps events."`
-	StreamMaxBytes      int64         `envconfig:"STREAM_MAX_BYTES" default:"1073741824" desc:"the stream's size limit; the oldest events go first."`
 	QuiesceRetry        time.Duration `envconfig:"QUIESCE_RETRY" default:"30s" desc:"re-send a quiesce (same id) to a backend still draining after this long; 0 turns redelivery off."`
 	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m" desc:"cap of the redelivery backoff, which doubles per attempt."`
 	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s" desc:"bound on the whole graceful shutdown: draining subscriptions, flushing, closing the stream and registry (three quarters), then draining the connection."`
@@ -168,7 +168,18 @@ func loadConfig() (config, error) {
 		return c, err
 	}
 	_, c.HTTPAddrSet = os.LookupEnv(envPrefix + "_HTTP_ADDR")
+	for name, why := range removedVars {
+		if _, set := os.LookupEnv(envPrefix + "_" + name); set {
+			return c, bad(name, "%s; unset it", why)
+		}
+	}
 	return c, c.validate()
+}
+
+// removedVars are variables of earlier versions that no longer apply: set,
+// they stop the worker rather than be ignored.
+var removedVars = map[string]string{
+	"STREAM_MAX_BYTES": "is no longer supported: a size limit would discard the stream's oldest messages first, partition claims and registry snapshots included; events are bounded by IDLE_STREAM_MAX_AGE",
 }
 
 // processEnv fills c from IDLE_* variables only. envconfig falls back to the
@@ -255,8 +266,8 @@ func (c config) validate() error {
 		return bad("STREAM_MAX_AGE", "%v must be positive", c.StreamMaxAge)
 	case c.StreamDuplicates > c.StreamMaxAge:
 		return bad("STREAM_DUPLICATES", "%v exceeds IDLE_STREAM_MAX_AGE %v", c.StreamDuplicates, c.StreamMaxAge)
-	case c.StreamMaxBytes <= 0:
-		return bad("STREAM_MAX_BYTES", "%d must be positive", c.StreamMaxBytes)
+	case c.StoreReplicas < 1 || c.StoreReplicas > 5:
+		return bad("STORE_REPLICAS", "%d is not in 1..5", c.StoreReplicas)
 	case c.QuiesceRetry < 0:
 		return bad("QUIESCE_RETRY", "%v is negative (0 disables redelivery)", c.QuiesceRetry)
 	case c.QuiesceRetry > 0 && c.QuiesceRetryMax < c.QuiesceRetry:

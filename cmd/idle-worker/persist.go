@@ -12,25 +12,19 @@ import (
 	"github.com/idle-worker/idle-worker/store"
 )
 
-// closeStore closes the registry and publisher that persistence opened, on
-// a start that failed before the worker ran (the worker closes them
-// otherwise).
+// closeStore closes the store that persistence opened, on a start that
+// failed before the worker ran (the worker closes it otherwise).
 func closeStore(wcfg bus.WorkerConfig, cfg config, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
-	if wcfg.Publisher != nil {
-		if err := wcfg.Publisher.Close(ctx); err != nil {
-			logger.Warn("closing the quiesce stream", "error", err)
-		}
-	}
-	if wcfg.Registry != nil {
-		if err := wcfg.Registry.Close(ctx); err != nil {
-			logger.Warn("closing the registry", "error", err)
+	if wcfg.Store != nil {
+		if err := wcfg.Store.Close(ctx); err != nil {
+			logger.Warn("closing the store", "error", err)
 		}
 	}
 }
 
-// persistence sets up the registry and the quiesce stream as IDLE_PERSIST
+// persistence sets up the store (one JetStream stream) as IDLE_PERSIST
 // says: "on" requires JetStream, "auto" uses it when the server has it,
 // "off" never does.
 func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg config, logger *slog.Logger, wcfg *bus.WorkerConfig) error {
@@ -41,14 +35,14 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 	cctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
 	st, err := store.Open(cctx, nc, subjects, store.Config{
-		RegistryBucket: cfg.RegistryBucket,
-		Stream: store.StreamConfig{
-			Name:       cfg.QuiesceStream,
-			Duplicates: cfg.StreamDuplicates,
-			MaxAge:     cfg.StreamMaxAge,
-			MaxBytes:   cfg.StreamMaxBytes,
-		},
-	}, logger)
+		Stream:     cfg.QuiesceStream,
+		Partitions: cfg.Partitions,
+		Replicas:   cfg.StoreReplicas,
+		Duplicates: cfg.StreamDuplicates,
+		MaxAge:     cfg.StreamMaxAge,
+		V1Bucket:   cfg.RegistryBucket,
+		Logger:     logger,
+	})
 	switch {
 	case errors.Is(err, store.ErrNoJetStream) && cfg.Persist == "auto":
 		logger.Warn("JetStream not available: backends are tracked in memory only and quiesce events are not stored", "error", err)
@@ -58,7 +52,7 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 	case err != nil:
 		return err
 	}
-	wcfg.Registry, wcfg.Publisher = st.Registry, st.Stream
-	logger.Info("persistence on", "registry_bucket", cfg.RegistryBucket, "quiesce_stream", cfg.QuiesceStream)
+	wcfg.Store = st
+	logger.Info("persistence on", "stream", cfg.QuiesceStream, "partitions", cfg.Partitions, "replicas", cfg.StoreReplicas)
 	return nil
 }

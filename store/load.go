@@ -1,0 +1,382 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/lograte"
+)
+
+// Bounds on what a stored manifest may claim.
+const (
+	maxChunks   = 1 << 12
+	readWorkers = 16
+)
+
+// Load implements bus.Store. It claims every partition, then reads each
+// partition's snapshot (in parallel) and the log messages and events stored
+// after it, keeping per key the change with the highest lsn. A stream with
+// no store yet starts empty, or from a v1 registry bucket, migrated once.
+func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
+	var st bus.RegistryState
+	m, found, err := s.readMeta(ctx)
+	if err != nil {
+		return st, err
+	}
+	if found && m.Partitions != s.cfg.Partitions {
+		return st, fmt.Errorf("%w: stream %s was set up with %d partitions, this worker was started with %d; start it with IDLE_PARTITIONS=%d (the count is fixed for the life of a stream)",
+			ErrPartitions, s.cfg.Stream, m.Partitions, s.cfg.Partitions, m.Partitions)
+	}
+	if err := s.claimAll(ctx); err != nil {
+		return st, err
+	}
+	if !found {
+		return s.create(ctx)
+	}
+	st.ID = m.ID
+	if st.HighWater, st.Unreadable, err = s.readHighWater(ctx); err != nil {
+		return st, err
+	}
+	covers, skipped, err := s.readSnapshots(ctx)
+	if err != nil {
+		return st, err
+	}
+	st.Skipped += skipped
+	n, err := s.readTail(ctx, covers)
+	if err != nil {
+		return st, err
+	}
+	st.Skipped += n
+	st.Records = s.settle()
+	return st, nil
+}
+
+// create sets up a new store: from the v1 registry bucket when there is
+// one (its records become the first snapshots, its id and high-water mark
+// carry over so events are re-sent with their ids), else empty. The meta
+// message is written last: a crash before it makes the next start do it
+// again.
+func (s *Store) create(ctx context.Context) (bus.RegistryState, error) {
+	var st bus.RegistryState
+	v1, ok, err := readV1(ctx, s.js, s.cfg.V1Bucket, s.log)
+	if err != nil {
+		return st, fmt.Errorf("%w %q: %w (to start without it: nats kv del %s)", ErrV1Registry, s.cfg.V1Bucket, err, s.cfg.V1Bucket)
+	}
+	if !ok {
+		st.ID, st.NewID = nuid.Next(), true
+		return st, s.writeMeta(ctx, meta{ID: st.ID, Partitions: s.cfg.Partitions})
+	}
+	st.ID, st.HighWater, st.Skipped = v1.ID, v1.HighWater, v1.Skipped
+	if v1.ID == "" {
+		st.Unreadable = "v1 registry has no id"
+	}
+	s.mu.Lock()
+	for _, e := range v1.Records {
+		p := s.parts[s.partOf(e.rec.Key)]
+		p.lsn++
+		p.recs[e.rec.Key] = valueOf(&e.rec, p.lsn)
+	}
+	s.mu.Unlock()
+	if err := s.snapshotAll(ctx); err != nil {
+		return st, fmt.Errorf("%w %q: migrating: %w", ErrV1Registry, s.cfg.V1Bucket, err)
+	}
+	if st.HighWater > 0 {
+		if err := s.StoreHighWater(ctx, st.HighWater); err != nil {
+			return st, err
+		}
+	}
+	if err := s.writeMeta(ctx, meta{ID: st.ID, Partitions: s.cfg.Partitions, MigratedFrom: s.cfg.V1Bucket}); err != nil {
+		return st, err
+	}
+	s.log.Info("migrated the v1 registry bucket into the stream; the bucket is left as it was and no longer read",
+		"bucket", s.cfg.V1Bucket, "records", len(v1.Records), "skipped", v1.Skipped, "stream", s.cfg.Stream,
+		"to_delete_it", "nats kv del "+s.cfg.V1Bucket)
+	st.Records = s.settle()
+	return st, nil
+}
+
+// snapshotAll snapshots every partition and waits for the manifests.
+func (s *Store) snapshotAll(ctx context.Context) error {
+	s.mu.Lock()
+	for pi := range s.parts {
+		s.startSnapshot(pi)
+	}
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		running, lost := 0, 0
+		for _, p := range s.parts {
+			if p.snap.running {
+				running++
+			}
+			if p.lost || p.snap.cur.ID == "" {
+				lost++
+			}
+		}
+		s.mu.Unlock()
+		if running == 0 {
+			if lost > 0 {
+				return fmt.Errorf("%d partitions' snapshots not stored", lost)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// readSnapshots reads every partition's manifest and chunks, readWorkers
+// partitions at a time, into the partitions' records. It returns what each
+// snapshot covers and how many entries did not decode.
+func (s *Store) readSnapshots(ctx context.Context) ([]uint64, int, error) {
+	covers := make([]uint64, len(s.parts))
+	skipped := make([]int, len(s.parts))
+	errs := make([]error, len(s.parts))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range readWorkers {
+		wg.Go(func() {
+			for p := range next {
+				covers[p], skipped[p], errs[p] = s.readSnapshot(ctx, p)
+			}
+		})
+	}
+	for p := range s.parts {
+		next <- p
+	}
+	close(next)
+	wg.Wait()
+	total := 0
+	for p := range s.parts {
+		if errs[p] != nil {
+			return nil, 0, errs[p]
+		}
+		total += skipped[p]
+	}
+	return covers, total, nil
+}
+
+// readSnapshot reads partition p's snapshot. A manifest or chunk that does
+// not decode, or a missing chunk, costs that chunk's records (counted, the
+// cause logged); the log after the snapshot is still applied.
+func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
+	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.snap(p))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("store: read %s: %w", s.l.snap(p), err)
+	}
+	var m manifest
+	if err := json.Unmarshal(msg.Data, &m); err != nil || !plainID(m.ID) || m.Chunks < 1 || m.Chunks > maxChunks {
+		s.log.Error("unreadable snapshot manifest; the partition restarts from its log alone", "partition", p, "error", err)
+		return 0, 1, nil
+	}
+	pt := s.parts[p]
+	skipped := 0
+	for c := range m.Chunks {
+		cm, err := s.stream.GetLastMsgForSubject(ctx, s.l.chunk(p, m.ID, c))
+		if err != nil {
+			if !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return 0, 0, fmt.Errorf("store: read %s: %w", s.l.chunk(p, m.ID, c), err)
+			}
+			s.log.Error("snapshot chunk missing; its records are lost", "partition", p, "snapshot", m.ID, "chunk", c)
+			skipped++
+			continue
+		}
+		n, err := applyEntries(pt, cm.Data, false)
+		if err != nil {
+			s.log.Error("snapshot chunk corrupt; the rest of it is skipped", "partition", p, "snapshot", m.ID, "chunk", c, "read", n, "error", err)
+			skipped++
+		}
+	}
+	pt.lsn = max(pt.lsn, m.LSN)
+	pt.snap.cur = m
+	return m.Covers, skipped, nil
+}
+
+// plainID says whether id can be one token of a subject.
+func plainID(id string) bool {
+	if id == "" || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// applyEntries applies the entries of data to p: per key, the entry with
+// the highest lsn wins; a delete leaves a tombstone until settle. It
+// returns how many entries it applied, and the error that stopped it.
+// onlyDrained refuses entries other than Draining upserts (an event's).
+func applyEntries(p *part, data []byte, onlyDrained bool) (int, error) {
+	n := 0
+	for len(data) > 0 {
+		e, rest, err := decodeEntry(data)
+		if err != nil {
+			return n, err
+		}
+		if onlyDrained && (e.delete || e.rec.State != coordinator.Draining) {
+			return n, fmt.Errorf("%w: an event's record is not a draining one", ErrCorrupt)
+		}
+		data = rest
+		n++
+		p.lsn = max(p.lsn, e.lsn)
+		if old, ok := p.recs[e.rec.Key]; ok && old.lsn >= e.lsn {
+			continue
+		}
+		v := value{lsn: e.lsn} // state 0: a tombstone
+		if !e.delete {
+			v = valueOf(&e.rec, e.lsn)
+		}
+		p.recs[e.rec.Key] = v
+	}
+	return n, nil
+}
+
+// readTail applies the log messages and events stored after the oldest
+// snapshot, each to its partition when it is newer than the partition's
+// snapshot. It returns how many messages did not decode.
+func (s *Store) readTail(ctx context.Context, covers []uint64) (int, error) {
+	start := covers[0]
+	for _, c := range covers {
+		start = min(start, c)
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	if start >= last {
+		return 0, nil
+	}
+	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubjects:    []string{s.l.base + "log.>", s.l.subj.Quiesce(">")},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       start + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: read the log: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = s.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		cancel()
+	}()
+	pending := cons.CachedInfo().NumPending
+	bad := 0
+	logged := lograte.New(time.Second, nil)
+	for pending > 0 {
+		batch, err := cons.FetchNoWait(int(min(pending, 4096)))
+		if err != nil {
+			return 0, fmt.Errorf("store: read the log: %w", err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			pending--
+			md, err := msg.Metadata()
+			if err != nil || md.Sequence.Stream > last {
+				continue
+			}
+			if err := s.applyTail(msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
+				bad++
+				if ok, _ := logged.Allow("tail"); ok {
+					s.log.Warn("skipping a stored log message or event that does not decode", "subject", lograte.Clip(msg.Subject(), 200), "sequence", md.Sequence.Stream, "error", err)
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return 0, fmt.Errorf("store: read the log: %w", err)
+		}
+		if got == 0 {
+			if err := ctx.Err(); err != nil {
+				return 0, fmt.Errorf("store: read the log: %w", err)
+			}
+			time.Sleep(time.Millisecond) // FetchNoWait found nothing ready yet
+		}
+	}
+	return bad, nil
+}
+
+// applyTail applies one log message or event stored at seq.
+func (s *Store) applyTail(subject, record string, data []byte, seq uint64, covers []uint64) error {
+	if rest, ok := strings.CutPrefix(subject, s.l.base+"log."); ok {
+		p, err := strconv.Atoi(rest)
+		if err != nil || p < 0 || p >= len(s.parts) || strconv.Itoa(p) != rest {
+			return fmt.Errorf("%w: log subject of no partition", ErrCorrupt)
+		}
+		if seq <= covers[p] {
+			return nil
+		}
+		_, err = applyEntries(s.parts[p], data, false)
+		return err
+	}
+	key, ok := s.l.subj.QuiesceKey(subject)
+	if !ok {
+		return fmt.Errorf("%w: unexpected subject", ErrCorrupt)
+	}
+	if record == "" {
+		return nil // an event without its record: written by idle-worker v1
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(record)
+	if err != nil {
+		return fmt.Errorf("%w: %s header: %w", ErrCorrupt, hdrRecord, err)
+	}
+	p := s.partOf(key)
+	if seq <= covers[p] {
+		return nil
+	}
+	e, rest, err := decodeEntry(raw)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 || e.rec.Key != key {
+		return fmt.Errorf("%w: event record not of its own key", ErrCorrupt)
+	}
+	_, err = applyEntries(s.parts[p], raw, true)
+	return err
+}
+
+// settle drops the tombstones and returns every record.
+func (s *Store) settle() []coordinator.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, p := range s.parts {
+		n += len(p.recs)
+	}
+	out := make([]coordinator.Record, 0, n)
+	for _, p := range s.parts {
+		for key, v := range p.recs {
+			if v.state == 0 {
+				delete(p.recs, key)
+				continue
+			}
+			out = append(out, v.record(key))
+		}
+	}
+	return out
+}
