@@ -36,6 +36,10 @@ type entry struct {
 	rec    coordinator.Record
 }
 
+// maxLSN bounds a stored lsn, far from wrapping: a partition hands out a
+// few million a day.
+const maxLSN = 1 << 62
+
 // maxTimeoutNS bounds a stored timeout: the worker clamps anything above its
 // own maximum anyway, this only keeps the duration from overflowing.
 const maxTimeoutNS = uint64(100 * 365 * 24 * time.Hour)
@@ -74,7 +78,7 @@ func decodeEntry(b []byte) (entry, []byte, error) {
 	}
 	b = b[1:]
 	var ok bool
-	if e.lsn, b, ok = uvarint(b); !ok {
+	if e.lsn, b, ok = uvarint(b); !ok || e.lsn == 0 || e.lsn > maxLSN {
 		return e, nil, fmt.Errorf("%w: entry lsn", ErrCorrupt)
 	}
 	n, b, ok := uvarint(b)

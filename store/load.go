@@ -183,7 +183,7 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 		return 0, 0, fmt.Errorf("store: read %s: %w", s.l.snap(p), err)
 	}
 	var m manifest
-	if err := json.Unmarshal(msg.Data, &m); err != nil || !plainID(m.ID) || m.Chunks < 1 || m.Chunks > maxChunks {
+	if err := json.Unmarshal(msg.Data, &m); err != nil || !plainID(m.ID) || m.Chunks < 1 || m.Chunks > maxChunks || m.LSN > maxLSN {
 		s.log.Error("unreadable snapshot manifest; the partition restarts from its log alone", "partition", p, "error", err)
 		return 0, 1, nil
 	}

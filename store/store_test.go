@@ -3,7 +3,10 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +20,8 @@ import (
 )
 
 const bound = 10 * time.Second
+
+var subj = bus.MustSubjects("idle")
 
 func connect(t *testing.T, s *natstest.Server) *nats.Conn {
 	t.Helper()
@@ -34,166 +39,279 @@ func ctxBound(t *testing.T) context.Context {
 	return ctx
 }
 
+// open opens and loads a store on s; it is closed with the test unless
+// the test closes it.
+func open(t *testing.T, s *natstest.Server, cfg store.Config) (*store.Store, bus.RegistryState) {
+	t.Helper()
+	ctx := ctxBound(t)
+	st, err := store.Open(ctx, connect(t, s), subj, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	rs, err := st.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, rs
+}
+
+// putStored puts rec and waits until the store says it is stored.
+func putStored(t *testing.T, st *store.Store, rec coordinator.Record) error {
+	t.Helper()
+	done := make(chan error, 1)
+	st.Put(rec, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(bound):
+		t.Fatalf("put %s: not stored within %v", rec.Key, bound)
+		return nil
+	}
+}
+
+func running(key string, gen uint64) coordinator.Record {
+	return coordinator.Record{Key: key, IdleTimeout: 30 * time.Second, State: coordinator.Running, Generation: gen}
+}
+
+func draining(key string, gen uint64) coordinator.Record {
+	return coordinator.Record{Key: key, IdleTimeout: time.Minute, State: coordinator.Draining, Generation: gen, Reason: coordinator.IdleTimeout}
+}
+
+func byKey(recs []coordinator.Record) map[string]coordinator.Record {
+	m := make(map[string]coordinator.Record, len(recs))
+	for _, r := range recs {
+		m[r.Key] = r
+	}
+	return m
+}
+
 // TestOpenWithoutJetStream: a server without JetStream is reported with
 // ErrNoJetStream, so IDLE_PERSIST=auto can fall back to memory.
 func TestOpenWithoutJetStream(t *testing.T) {
 	nc := connect(t, natstest.Start(t))
-	_, err := store.Open(ctxBound(t), nc, bus.MustSubjects("idle"), store.Config{}, nil)
+	_, err := store.Open(ctxBound(t), nc, subj, store.Config{})
 	if !errors.Is(err, store.ErrNoJetStream) {
 		t.Fatalf("Open on a server without JetStream: %v; want ErrNoJetStream", err)
 	}
 }
 
-// TestRegistryRoundTrip: what one registry writes, a new one loads: records
-// (the newest value of each key), deletions, the high-water mark, and the
-// same registry id.
-func TestRegistryRoundTrip(t *testing.T) {
-	s := natstest.Start(t, natstest.JetStream())
-	ctx := ctxBound(t)
-	st, err := store.Open(ctx, connect(t, s), bus.MustSubjects("idle"), store.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first, err := st.Registry.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if first.ID == "" || len(first.Records) != 0 {
-		t.Fatalf("fresh registry: id %q, %d records; want an id and none", first.ID, len(first.Records))
-	}
-	want := map[string]coordinator.Record{}
-	for i := range 100 {
-		rec := coordinator.Record{Key: "dev-7.svc." + strconv.Itoa(i), IdleTimeout: time.Second, State: coordinator.Running, Generation: uint64(i + 1)}
-		st.Registry.Put(rec)
-		want[rec.Key] = rec
-	}
-	// Newer values win, deletions stick, odd keys are escaped.
-	upd := coordinator.Record{Key: "dev-7.svc.3", IdleTimeout: time.Minute, State: coordinator.Draining, Generation: 4, Reason: coordinator.IdleTimeout}
-	st.Registry.Put(upd)
-	want[upd.Key] = upd
-	st.Registry.Delete("dev-7.svc.4")
-	delete(want, "dev-7.svc.4")
-	odd := coordinator.Record{Key: `a=b.c%2F"q"`, IdleTimeout: time.Millisecond, State: coordinator.Quiesced, Generation: 200, Reason: coordinator.Maintenance}
-	st.Registry.Put(odd)
-	want[odd.Key] = odd
-	st.Registry.SetHighWater(1 << 20)
-	if err := st.Registry.Close(ctx); err != nil {
-		t.Fatalf("Close: %v", err)
-	}
-	if c := st.Registry.Counters(); c.Failed != 0 || c.Written == 0 {
-		t.Errorf("counters %+v; want writes and no failures", c)
-	}
-	_ = st.Stream.Close(ctx)
-
-	again, err := store.Open(ctx, connect(t, s), bus.MustSubjects("idle"), store.Config{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = again.Registry.Close(context.Background()); _ = again.Stream.Close(context.Background()) })
-	got, err := again.Registry.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.ID != first.ID || got.HighWater != 1<<20 || got.Skipped != 0 {
-		t.Errorf("reloaded id %q, high water %d, skipped %d; want %q, %d, 0", got.ID, got.HighWater, got.Skipped, first.ID, 1<<20)
-	}
-	if len(got.Records) != len(want) {
-		t.Errorf("reloaded %d records; want %d", len(got.Records), len(want))
-	}
-	for _, rec := range got.Records {
-		if want[rec.Key] != rec {
-			t.Errorf("reloaded %+v; want %+v", rec, want[rec.Key])
-		}
-	}
-}
-
-// TestRegistrySkipsBadRecords: entries that do not decode are skipped and
-// counted, never loaded.
-func TestRegistrySkipsBadRecords(t *testing.T) {
-	s := natstest.Start(t, natstest.JetStream())
-	ctx := ctxBound(t)
-	nc := connect(t, s)
-	reg, err := store.OpenKVRegistry(ctx, nc, store.DefaultRegistryBucket, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = reg.Close(context.Background()) })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv, err := js.KeyValue(ctx, store.DefaultRegistryBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]string{
-		"b.good":     `{"timeout_ms":1000,"state":"running","generation":1}`,
-		"b.bad-json": `{"timeout_ms":`,
-		"b.bad=ZZ":   `{"timeout_ms":1000,"state":"running","generation":1}`,
-		"b.state":    `{"timeout_ms":1000,"state":"asleep","generation":1}`,
-		"x.unknown":  `{}`,
-	} {
-		if _, err := kv.PutString(ctx, k, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-	st, err := reg.Load(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Records) != 1 || st.Records[0].Key != "good" || st.Skipped != 4 {
-		t.Errorf("loaded %+v, skipped %d; want only \"good\", 4 skipped", st.Records, st.Skipped)
+// TestRoundTrip: what one store writes, the next loads after a clean
+// Close and after a crash (no Close): the newest record of each key, no
+// deleted key, events' draining records, the high-water mark, the id.
+func TestRoundTrip(t *testing.T) {
+	for _, crash := range []bool{false, true} {
+		t.Run(fmt.Sprintf("crash=%v", crash), func(t *testing.T) {
+			s := natstest.Start(t, natstest.JetStream())
+			st, first := open(t, s, store.Config{})
+			if !first.NewID || first.ID == "" || len(first.Records) != 0 {
+				t.Fatalf("first Load: got %+v; want a new id and no records", first)
+			}
+			ctx := ctxBound(t)
+			want := map[string]coordinator.Record{}
+			for i := range 50 {
+				rec := running("k."+strconv.Itoa(i), uint64(i+1))
+				if err := putStored(t, st, rec); err != nil {
+					t.Fatal(err)
+				}
+				want[rec.Key] = rec
+			}
+			st.Delete("k.3")
+			delete(want, "k.3")
+			changed := running("k.4", 4)
+			changed.IdleTimeout = time.Hour
+			want["k.4"] = changed
+			if err := putStored(t, st, changed); err != nil {
+				t.Fatal(err)
+			}
+			ev := bus.QuiesceEvent{ID: first.ID + "-5", Key: "k.5", Reason: "idle_timeout", Attempt: 1, At: time.Now()}
+			want["k.5"] = draining("k.5", 5)
+			if err := st.Publish(&ev, want["k.5"]); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.StoreHighWater(ctx, 1000); err != nil {
+				t.Fatal(err)
+			}
+			if !crash {
+				if err := st.Close(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				// The event is not waited for by anything: wait until the
+				// stream holds it, as a crash after its acknowledgement.
+				waitSubject(t, s, subj.Quiesce("k.5"))
+			}
+			_, got := open(t, s, store.Config{})
+			if got.ID != first.ID || got.HighWater != 1000 || got.NewID || got.Skipped != 0 {
+				t.Errorf("second Load: id %q hwm %d new %v skipped %d; want %q 1000 false 0", got.ID, got.HighWater, got.NewID, got.Skipped, first.ID)
+			}
+			gotRecs := byKey(got.Records)
+			if len(gotRecs) != len(want) {
+				t.Errorf("second Load: %d records; want %d", len(gotRecs), len(want))
+			}
+			for k, w := range want {
+				if g, ok := gotRecs[k]; !ok || g != w {
+					t.Errorf("record %s: got %+v (found %v); want %+v", k, g, ok, w)
+				}
+			}
+		})
 	}
 }
 
-// TestStreamStoresEvents: the publisher stores each event under its
-// subject with its id, once even when published twice, and core
-// subscribers see it.
-func TestStreamStoresEvents(t *testing.T) {
-	s := natstest.Start(t, natstest.JetStream())
-	ctx := ctxBound(t)
+// subscribe subscribes to subject on a connection of its own, confirmed by
+// the server before it returns.
+func subscribe(t *testing.T, s *natstest.Server, subject string) *nats.Subscription {
+	t.Helper()
 	nc := connect(t, s)
-	subj := bus.MustSubjects("idle")
-	live, err := connect(t, s).SubscribeSync(subj.Quiesce(">"))
+	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := store.OpenQuiesceStream(ctx, nc, subj, store.StreamConfig{}, nil)
-	if err != nil {
+	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	ev := bus.QuiesceEvent{ID: "reg-7", Key: "dev-7.svc.1", Reason: "idle_timeout", At: time.Now(), Attempt: 1}
-	for range 2 {
-		if err := q.Publish(subj.Quiesce(ev.Key), &ev); err != nil {
+	return sub
+}
+
+// waitSubject waits until the stream holds a message on subject.
+func waitSubject(t *testing.T, s *natstest.Server, subject string) {
+	t.Helper()
+	nc := connect(t, s)
+	js, _ := jetstream.New(nc)
+	deadline := time.Now().Add(bound)
+	for {
+		str, err := js.Stream(ctxBound(t), store.DefaultStreamName)
+		if err == nil {
+			if _, err := str.GetLastMsgForSubject(ctxBound(t), subject); err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no message on %s within %v", subject, bound)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestEventsRepublishedOnceStored: a core subscriber of P.quiesce.> gets
+// each event once, after the stream stored it, with its id as Nats-Msg-Id;
+// a re-send gets a distinct Nats-Msg-Id, so it is stored and seen too.
+func TestEventsRepublishedOnceStored(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	st, rs := open(t, s, store.Config{})
+	sub := subscribe(t, s, subj.Quiesce(">"))
+	ev := bus.QuiesceEvent{ID: rs.ID + "-7", Key: "svc.a", Reason: "idle_timeout", Attempt: 1, At: time.Now()}
+	for attempt := 1; attempt <= 2; attempt++ {
+		ev.Attempt = attempt
+		if err := st.Publish(&ev, draining("svc.a", 7)); err != nil {
 			t.Fatal(err)
 		}
+		m, err := sub.NextMsg(bound)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", attempt, err)
+		}
+		got, err := bus.ParseQuiesceEvent(m.Data)
+		if err != nil || got.ID != ev.ID || got.Attempt != attempt || m.Subject != subj.Quiesce("svc.a") {
+			t.Errorf("attempt %d: got %s %+v (%v)", attempt, m.Subject, got, err)
+		}
+		if id := m.Header.Get(bus.HeaderMsgID); (attempt == 1) != (id == ev.ID) {
+			t.Errorf("attempt %d: Nats-Msg-Id %q", attempt, id)
+		}
 	}
-	if err := q.Close(ctx); err != nil {
+	if m, err := sub.NextMsg(200 * time.Millisecond); err == nil {
+		t.Errorf("a third message: %s %s", m.Subject, m.Data)
+	}
+}
+
+// TestSnapshotCompacts: a partition whose log outgrows the threshold is
+// snapshotted, its log purged; the next Load reads the snapshot plus the
+// tail and gets every record.
+func TestSnapshotCompacts(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	st, _ := open(t, s, store.Config{Partitions: 1})
+	const n = 12000 // about 40 bytes each: past the 256 KiB threshold
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		st.Put(running("compact.key."+strconv.Itoa(i), uint64(i+1)), func(error) { wg.Done() })
+	}
+	wg.Wait()
+	js, _ := jetstream.New(connect(t, s))
+	deadline := time.Now().Add(bound)
+	for {
+		str, err := js.Stream(ctxBound(t), store.DefaultStreamName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := str.Info(ctxBound(t), jetstream.WithSubjectFilter("idle.store.>"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Subjects["idle.store.snap.0"] == 1 && info.State.Subjects["idle.store.log.0"] < 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no snapshot, or the log not purged, within %v: %v", bound, info.State.Subjects)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := st.Close(ctxBound(t)); err != nil {
 		t.Fatal(err)
 	}
-	if c := q.Counters(); c.Failed != 0 || c.Abandoned != 0 {
-		t.Errorf("counters %+v; want none failed", c)
+	_, rs := open(t, s, store.Config{Partitions: 1})
+	if len(rs.Records) != n || rs.Skipped != 0 {
+		t.Fatalf("Load after the snapshot: %d records, %d skipped; want %d, 0", len(rs.Records), rs.Skipped, n)
 	}
-	m, err := live.NextMsg(bound)
+}
+
+// TestFencedOut: once a second store claims the partitions, the first one's
+// writes are refused by the server: a Put reports ErrFenced, its events
+// never reach a subscriber, its records never reach the next Load.
+func TestFencedOut(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	old, _ := open(t, s, store.Config{Partitions: 4})
+	if err := putStored(t, old, running("before.takeover", 1)); err != nil {
+		t.Fatal(err)
+	}
+	_, rs := open(t, s, store.Config{Partitions: 4})
+	if len(rs.Records) != 1 {
+		t.Fatalf("the new owner loaded %d records; want 1", len(rs.Records))
+	}
+	sub := subscribe(t, s, subj.Quiesce(">"))
+	if err := putStored(t, old, running("after.takeover", 2)); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("a stale owner's Put: %v; want ErrFenced", err)
+	}
+	ev := bus.QuiesceEvent{ID: rs.ID + "-9", Key: "before.takeover", Reason: "idle_timeout", Attempt: 1, At: time.Now()}
+	_ = old.Publish(&ev, draining("before.takeover", 1))
+	if m, err := sub.NextMsg(300 * time.Millisecond); err == nil {
+		t.Fatalf("a stale owner's event reached a subscriber: %s", m.Data)
+	}
+	if old.Counters().Fenced == 0 {
+		t.Error("Counters().Fenced is 0 after refused writes")
+	}
+	_, again := open(t, s, store.Config{Partitions: 4})
+	if recs := byKey(again.Records); len(recs) != 1 || recs["before.takeover"].State != coordinator.Running {
+		t.Errorf("after the stale writes, Load: %+v; want before.takeover running only", again.Records)
+	}
+}
+
+// TestPartitionCountFixed: a store opened with another partition count than
+// the stream's refuses with ErrPartitions, naming both counts.
+func TestPartitionCountFixed(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	open(t, s, store.Config{Partitions: 8})
+	st, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 16})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := bus.ParseQuiesceEvent(m.Data); err != nil || got.ID != ev.ID || m.Header.Get(bus.HeaderMsgID) != ev.ID {
-		t.Errorf("live event %s (%v) with id header %q; want id %s", m.Data, err, m.Header.Get(bus.HeaderMsgID), ev.ID)
+	defer st.Close(context.Background())
+	_, err = st.Load(ctxBound(t))
+	if !errors.Is(err, store.ErrPartitions) {
+		t.Fatalf("Load with 16 partitions on an 8-partition stream: %v; want ErrPartitions", err)
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, store.DefaultStreamName)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := stream.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != 1 {
-		t.Errorf("stream holds %d messages; want 1 (the second publish is a duplicate)", info.State.Msgs)
+	for _, want := range []string{"8 partitions", "IDLE_PARTITIONS=8", "16"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
 	}
 }

@@ -83,6 +83,13 @@ func TestLoadConfig(t *testing.T) {
 		{name: "no partition", env: map[string]string{"IDLE_PARTITIONS": "0"}, wantVar: "IDLE_PARTITIONS", wantMsg: []string{"1..1024"}},
 		{name: "too many partitions", env: map[string]string{"IDLE_PARTITIONS": "1025"}, wantVar: "IDLE_PARTITIONS"},
 		{name: "partitions not a number", env: map[string]string{"IDLE_PARTITIONS": "many"}, wantVar: "IDLE_PARTITIONS"},
+		{name: "store replicas", env: map[string]string{"IDLE_STORE_REPLICAS": "3"}, check: func(t *testing.T, c config) {
+			if c.StoreReplicas != 3 {
+				t.Errorf("StoreReplicas: got %d; want 3", c.StoreReplicas)
+			}
+		}},
+		{name: "no replica", env: map[string]string{"IDLE_STORE_REPLICAS": "0"}, wantVar: "IDLE_STORE_REPLICAS", wantMsg: []string{"1..5"}},
+		{name: "removed stream size limit", env: map[string]string{"IDLE_STREAM_MAX_BYTES": "1073741824"}, wantVar: "IDLE_STREAM_MAX_BYTES", wantMsg: []string{"no longer supported", "claims"}},
 		{name: "HTTP disabled", env: map[string]string{"IDLE_HTTP_ADDR": ""}, check: func(t *testing.T, c config) {
 			if c.HTTPAddr != "" || !c.HTTPAddrSet {
 				t.Errorf("HTTPAddr: got %q (set %v); want empty, set (set but empty disables)", c.HTTPAddr, c.HTTPAddrSet)
