@@ -62,6 +62,11 @@ func (s Subjects) State(key string) string { return s.state + key }
 // pattern such as ">" to get a subscription subject.
 func (s Subjects) Quiesce(key string) string { return s.quiesce + key }
 
+// Store returns P.store.rest: the subjects of the worker's store (package
+// store lays them out under it; pass ">" for all of them). Only workers may
+// publish or subscribe there.
+func (s Subjects) Store(rest string) string { return s.prefix + ".store." + rest }
+
 // AdminList returns P.admin.list.
 func (s Subjects) AdminList() string { return s.prefix + ".admin.list" }
 

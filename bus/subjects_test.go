@@ -83,6 +83,7 @@ func TestSubjectBuilders(t *testing.T) {
 		{"AdminQuiesce", idle.AdminQuiesce(), "idle.admin.quiesce"},
 		{"AdminForget", idle.AdminForget(), "idle.admin.forget"},
 		{"AdminGroup", idle.AdminGroup(), "idle.admin"},
+		{"Store", idle.Store("own.3"), "idle.store.own.3"},
 		{"Activity two-token prefix", acme.Activity("k"), "acme.idle.activity.k"},
 		{"State two-token prefix", acme.State("k"), "acme.idle.state.k"},
 		{"Quiesce two-token prefix", acme.Quiesce("k"), "acme.idle.quiesce.k"},
@@ -229,6 +230,7 @@ func builtSubjects(t *testing.T, s bus.Subjects) []string {
 		generic(s.AdminGet()),
 		generic(s.AdminQuiesce()),
 		generic(s.AdminForget()),
+		generic(s.Store(">")),
 	}
 }
 

@@ -32,7 +32,6 @@ const (
 	hdrRecord      = "Idle-Record" // an event's draining record: base64 of one upsert entry
 	ttlNever       = "never"
 	rollupSubject  = "sub"
-	internalToken  = "store"
 	eventTransform = "qout"
 )
 
@@ -44,7 +43,7 @@ type layout struct {
 }
 
 func newLayout(s bus.Subjects) layout {
-	return layout{subj: s, base: s.Prefix() + "." + internalToken + "."}
+	return layout{subj: s, base: s.Store("")}
 }
 
 // own is the claim subject of partition p: the sequence of its last message
