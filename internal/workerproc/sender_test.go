@@ -53,7 +53,9 @@ func responder(t *testing.T, url string, answer func(i int) []byte) *atomic.Int6
 	return &asked
 }
 
-func okReply(i int) []byte { return []byte(fmt.Sprintf(`{"ok":true,"key":"t.g0.%d","idle_timeout_ms":600000}`, i)) }
+func okReply(i int) []byte {
+	return []byte(fmt.Sprintf(`{"ok":true,"key":"t.g0.%d","idle_timeout_ms":600000}`, i))
+}
 
 func TestSender(t *testing.T) {
 	const n = 3000
