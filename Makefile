@@ -25,10 +25,11 @@ test: lint ## gofmt check, go vet, coordinator import check, then every test wit
 	$(GO) test -race -count=1 -shuffle on -timeout 20m $(PKGS)
 
 # Go benchmarks (allocs/op of the heartbeat path must be 0: no -race here),
-# then the end-to-end measurements against an embedded nats-server; the
-# table is printed and written as JSON to BENCH_OUT.
+# then the end-to-end measurements against an embedded nats-server and, in
+# its process section, the binary that `build` made; the table is printed
+# and written as JSON to BENCH_OUT.
 BENCH_OUT ?= bench-results.json
-bench: ## Go benchmarks, then the end-to-end measurements (JSON to BENCH_OUT)
+bench: build ## Go benchmarks, then the end-to-end measurements (JSON to BENCH_OUT)
 	$(GO) test -run '^$$' -bench . -benchmem ./coordinator ./bus ./partition
 	$(GO) run ./cmd/idle-bench -out $(BENCH_OUT)
 

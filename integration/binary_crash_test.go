@@ -105,6 +105,70 @@ func TestBinaryCrashKeepsAnswered(t *testing.T) {
 	}
 }
 
+// Stopped with SIGTERM after 20,000 first heartbeats were answered, the
+// binary exits 0 and, restarted on the same store, tracks every one of
+// them: the /metrics count, the restored gauge and idle.admin.list agree.
+func TestBinaryRestartAfterSIGTERM(t *testing.T) {
+	if built.err != nil {
+		t.Fatalf("building idle-worker: %v\n%s", built.err, built.output)
+	}
+	const n = 20_000
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p := startProc(t, workerproc.Config{Binary: built.path, Dir: t.TempDir()})
+	if _, err := p.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keys := workerproc.Keys{Instance: "term"}
+	s, err := workerproc.NewSender(workerproc.SendConfig{URL: p.URL(), Keys: keys, N: n, Rate: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := p.Tracked(ctx); err != nil || got != n {
+		t.Fatalf("tracked before the stop: %d, %v; want %d", got, err, n)
+	}
+	mem, err := p.Memory()
+	if err != nil || mem.RSS <= 0 || mem.HWM < mem.RSS {
+		t.Errorf("memory: %+v, %v; want a resident set, the high-water mark at least as large", mem, err)
+	}
+	took, err := p.Terminate(10 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := p.Restart()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logProc(t, q) })
+	ready, err := q.WaitReady(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("stopped %v after SIGTERM; restart ready %v after the start; RSS %d MiB before", took.Round(time.Millisecond), ready.Round(time.Millisecond), mem.RSS>>20)
+	if got, err := q.Tracked(ctx); err != nil || got != n {
+		t.Errorf("tracked after the restart: %d, %v; want %d", got, err, n)
+	}
+	if got, err := q.Metric(ctx, workerproc.MetricRestored); err != nil || got != n {
+		t.Errorf("%s: %v, %v; want %d", workerproc.MetricRestored, got, err, n)
+	}
+	nc, err := nats.Connect(q.URL(), nats.Timeout(bound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	tracked, err := workerproc.TrackedKeys(ctx, nc, bus.MustSubjects(prefix), keys, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Every reply arrived before the SIGTERM, so every backend is required.
+	if out := workerproc.Tally(n, s.ReplyAt, tracked, time.Since(s.Start()), 0); out.Lost() > 0 || out.Required != n {
+		t.Errorf("after a graceful stop: %v; want all %d", out, n)
+	}
+}
+
 // startProc starts the binary through workerproc, kills it when the test
 // ends and prints its output then if the test failed.
 func startProc(t *testing.T, cfg workerproc.Config) *workerproc.Process {

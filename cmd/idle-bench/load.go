@@ -6,8 +6,8 @@ import (
 	"strconv"
 )
 
-// cpuSample is a reading of the machine's and this process's CPU time, in
-// clock ticks, from /proc (Linux). Comparing two samples tells how much of
+// cpuSample is a reading of the machine's and this process's CPU time
+// (with its children that exited), in clock ticks, from /proc (Linux). Comparing two samples tells how much of
 // the machine other processes used meanwhile: on a shared machine they
 // compete with everything measured here.
 type cpuSample struct {
@@ -43,12 +43,20 @@ func sampleCPU() cpuSample {
 	// Fields after the command (which may hold spaces) in parentheses.
 	if i := bytes.LastIndexByte(self, ')'); i >= 0 {
 		g := bytes.Fields(self[i+1:])
-		if len(g) > 12 { // utime and stime are fields 14 and 15 of the line
-			u, err1 := strconv.ParseUint(string(g[11]), 10, 64)
-			st, err2 := strconv.ParseUint(string(g[12]), 10, 64)
-			if err1 == nil && err2 == nil {
-				s.self, s.ok = u+st, true
+		// utime, stime, cutime and cstime are fields 14 to 17 of the
+		// line: this process and its children that were waited for (the
+		// idle-worker processes of the process section, once they exit).
+		if len(g) > 14 {
+			var sum uint64
+			s.ok = true
+			for _, f := range g[11:15] {
+				n, err := strconv.ParseUint(string(f), 10, 64)
+				if err != nil {
+					s.ok = false
+				}
+				sum += n
 			}
+			s.self = sum
 		}
 	}
 	return s

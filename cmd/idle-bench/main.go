@@ -3,7 +3,8 @@
 // JSON, see -out).
 //
 // It starts an embedded nats-server with JetStream on 127.0.0.1 (random
-// port, temporary store) and runs eight sections:
+// port, temporary store) and runs eight sections on it; a ninth runs the
+// built idle-worker binary instead:
 //
 //  1. Ingest. Publishers on their own connections send -messages heartbeats
 //     over -keys distinct keys, once with empty bodies and once with
@@ -94,6 +95,20 @@
 //     is cancelled and a new one started on the same store, timed until
 //     Ready.
 //
+//  9. Process. The built idle-worker binary (-worker-bin; make bench
+//     builds it first) as operators run it, with its embedded nats-server
+//     and default store in a directory, driven only from outside
+//     (internal/workerproc): -process-backends new backends' first
+//     heartbeat requests at a target of -process-rate from
+//     -process-conns connections with at most -process-window
+//     unanswered; VmRSS and VmHWM from /proc right after the last reply
+//     and -process-settle later; SIGTERM and a restart on the same store,
+//     timed from the new process's start to /readyz and to its tracked
+//     count (/metrics) reaching every backend. Then the same on a fresh
+//     store, killed with SIGKILL right after the last reply: the restart
+//     must track every backend whose reply arrived at least 50 ms before
+//     the kill (checked key by key with idle.admin.list).
+//
 // Every section also reports how much of the machine other processes used
 // meanwhile (from /proc, on Linux).
 //
@@ -108,6 +123,7 @@
 //	go run ./cmd/idle-bench -only admin   # section 6 alone, about 20 s
 //	go run ./cmd/idle-bench -only herd    # section 7 alone, about 15 s
 //	go run ./cmd/idle-bench -only durable # section 8 alone
+//	make build && go run ./cmd/idle-bench -only process # section 9 alone
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main
@@ -126,6 +142,7 @@ import (
 	"time"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/internal/workerproc"
 )
 
 func main() {
@@ -204,6 +221,18 @@ type config struct {
 	DurableWindow   int `json:"durable_window"`
 	DurableSamples  int `json:"durable_samples"`
 
+	// WorkerBin is the idle-worker binary the process section runs, with
+	// ProcessBackends new backends (0: skip the section) sent at
+	// ProcessRate per second (negative: unpaced) from ProcessConns
+	// connections with at most ProcessWindow unanswered; memory is read
+	// again ProcessSettle after the last reply.
+	WorkerBin       string        `json:"worker_bin"`
+	ProcessBackends int           `json:"process_backends"`
+	ProcessRate     int           `json:"process_rate"`
+	ProcessConns    int           `json:"process_conns"`
+	ProcessWindow   int           `json:"process_window"`
+	ProcessSettle   time.Duration `json:"process_settle_ns"`
+
 	// Only, when not empty, lists the sections to run (comma-separated
 	// names from sectionNames); the others are skipped.
 	Only string `json:"only,omitempty"`
@@ -256,6 +285,12 @@ func defaultConfig() config {
 		DurableConns:       4,
 		DurableWindow:      1024,
 		DurableSamples:     200,
+		WorkerBin:          "bin/idle-worker",
+		ProcessBackends:    1_000_000,
+		ProcessRate:        workerproc.DefaultRate,
+		ProcessConns:       workerproc.DefaultConns,
+		ProcessWindow:      workerproc.DefaultWindow,
+		ProcessSettle:      5 * time.Second,
 		Out:                "bench-results.json",
 	}
 }
@@ -289,6 +324,8 @@ func quickSizes(c *config) map[string]func() {
 		"durable-limit-rounds": func() { c.DurableLimitRounds = 1 },
 		"durable-register":     func() { c.DurableRegister = 2_000 },
 		"durable-samples":      func() { c.DurableSamples = 20 },
+		"process-backends":     func() { c.ProcessBackends = 20_000 },
+		"process-settle":       func() { c.ProcessSettle = 200 * time.Millisecond },
 	}
 }
 
@@ -334,6 +371,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.DurableConns, "durable-conns", c.DurableConns, "durable: connections sending the registrations")
 	fs.IntVar(&c.DurableWindow, "durable-window", c.DurableWindow, "durable: most unanswered registrations per connection")
 	fs.IntVar(&c.DurableSamples, "durable-samples", c.DurableSamples, "durable: registrations timed from answered to durable")
+	fs.StringVar(&c.WorkerBin, "worker-bin", c.WorkerBin, "process: the idle-worker binary to run")
+	fs.IntVar(&c.ProcessBackends, "process-backends", c.ProcessBackends, "process: new backends registered, then restored after SIGTERM and after SIGKILL (0: skip the section)")
+	fs.IntVar(&c.ProcessRate, "process-rate", c.ProcessRate, "process: target registrations per second (negative: unpaced)")
+	fs.IntVar(&c.ProcessConns, "process-conns", c.ProcessConns, "process: connections sending the registrations")
+	fs.IntVar(&c.ProcessWindow, "process-window", c.ProcessWindow, "process: most unanswered registrations over every connection")
+	fs.DurationVar(&c.ProcessSettle, "process-settle", c.ProcessSettle, "process: time from the last reply to the second memory reading and SIGTERM")
 	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -387,6 +430,10 @@ func (c config) validate() error {
 		return errors.New("-durable sizes must not be negative")
 	case c.DurableBurst <= 0 || c.DurableSpread <= 0 || c.DurableLead <= 0 || c.DurableLimitRounds <= 0 || c.DurableConns <= 0 || c.DurableWindow <= 0:
 		return errors.New("-durable-burst, -durable-spread, -durable-lead, -durable-limit-rounds, -durable-conns and -durable-window must be positive")
+	case c.ProcessBackends < 0 || c.ProcessSettle < 0:
+		return errors.New("-process-backends and -process-settle must not be negative")
+	case c.ProcessRate == 0 || c.ProcessConns <= 0 || c.ProcessWindow < c.ProcessConns:
+		return errors.New("-process-rate must not be 0, -process-conns must be positive and -process-window at least -process-conns")
 	}
 	if c.Only != "" {
 		for name := range strings.SplitSeq(c.Only, ",") {
@@ -400,7 +447,7 @@ func (c config) validate() error {
 
 // sectionNames returns the sections -only may name, in the order they run.
 func sectionNames() []string {
-	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable"}
+	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable", "process"}
 }
 
 // runs reports whether section name runs: -only names it, or -only is

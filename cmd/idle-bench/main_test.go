@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -232,6 +233,15 @@ func TestParseFlags(t *testing.T) {
 		{"only durable", []string{"-only", "durable"}, func(c config) bool { return c.runs("durable") && !c.runs("herd") }, false},
 		{"durable register must not be negative", []string{"-durable-register", "-1"}, nil, true},
 		{"durable connections must be positive", []string{"-durable-conns", "0"}, nil, true},
+		{"process defaults are the issue's sizes", nil, func(c config) bool {
+			return c.ProcessBackends == 1_000_000 && c.ProcessRate == 250_000 && c.ProcessSettle == 5*time.Second &&
+				c.WorkerBin == "bin/idle-worker"
+		}, false},
+		{"quick process is small", []string{"-quick"}, func(c config) bool { return c.ProcessBackends == 20_000 }, false},
+		{"only process", []string{"-only", "process"}, func(c config) bool { return c.runs("process") && !c.runs("durable") }, false},
+		{"process rate 0 is refused", []string{"-process-rate", "0"}, nil, true},
+		{"process unpaced", []string{"-process-rate", "-1"}, func(c config) bool { return c.ProcessRate == -1 }, false},
+		{"process window below the connections", []string{"-process-window", "2", "-process-conns", "4"}, nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args, new(bytes.Buffer))
@@ -253,7 +263,8 @@ func TestRunQuick(t *testing.T) {
 		t.Skip("starts a server and runs every section")
 	}
 	out := filepath.Join(t.TempDir(), "results.json")
-	cfg, err := parseFlags([]string{"-quick", "-timely", "300", "-kv-keys", "50", "-out", out}, new(bytes.Buffer))
+	bin := buildWorker(t)
+	cfg, err := parseFlags([]string{"-quick", "-timely", "300", "-kv-keys", "50", "-out", out, "-worker-bin", bin}, new(bytes.Buffer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +344,12 @@ func TestRunQuick(t *testing.T) {
 			t.Errorf("durable restart: got %+v; want %d restored", rs, cfg.DurableRegister)
 		}
 	}
-	for _, section := range []string{"Pattern quiesce", "7. Herd", "8. Durable", "Targets"} {
+	if p := res.Process; p == nil {
+		t.Error("no process section")
+	} else {
+		checkProcess(t, p, cfg.ProcessBackends)
+	}
+	for _, section := range []string{"Pattern quiesce", "7. Herd", "8. Durable", "9. Process", "Targets"} {
 		if !strings.Contains(table.String(), section) {
 			t.Errorf("table has no %q section:\n%s", section, table.String())
 		}
@@ -351,5 +367,45 @@ func TestRunQuick(t *testing.T) {
 	}
 	if len(back.Targets) != len(res.Targets) {
 		t.Errorf("results file has %d targets; want %d", len(back.Targets), len(res.Targets))
+	}
+}
+
+// buildWorker builds cmd/idle-worker into the test's temporary directory
+// and returns its path.
+func buildWorker(t *testing.T) string {
+	t.Helper()
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("the go command is needed to build idle-worker: %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "idle-worker")
+	cmd := exec.Command(goTool, "build", "-o", bin, "github.com/idle-worker/idle-worker/cmd/idle-worker")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./cmd/idle-worker: %v\n%s", err, b)
+	}
+	return bin
+}
+
+// checkProcess checks that the process section ran both runs whole and
+// that its counts agree with one another; whether the crash lost backends
+// is a figure of make bench, not a test.
+func checkProcess(t *testing.T, p *processResult, n int) {
+	t.Helper()
+	for _, r := range []processRun{p.Graceful, p.Crash} {
+		o := r.Outcome
+		if r.Registration.Answered != n || r.Registration.PerSecond <= 0 || o.Answered != n || o.Required+o.Late != n ||
+			r.ReadyMS <= 0 || r.Answered.RSS <= 0 || r.Restarted.RSS <= 0 {
+			t.Errorf("process %s run: got %+v; want %d answered, a restart and memory readings", r.Signal, r, n)
+		}
+		if r.Tracked < o.RequiredTracked+o.LateTracked {
+			t.Errorf("process %s run: %d tracked by the count, %d by the list", r.Signal, r.Tracked, o.RequiredTracked+o.LateTracked)
+		}
+	}
+	if g := p.Graceful; g.Outcome.Required != n || g.Outcome.Lost() != 0 || !g.AllRestored || g.Settled == nil || g.StopMS <= 0 {
+		t.Errorf("process SIGTERM run: got %+v; want all %d restored after a clean stop", g, n)
+	}
+	if p.PeakHWM <= 0 {
+		t.Errorf("process peak VmHWM %d; want positive", p.PeakHWM)
 	}
 }

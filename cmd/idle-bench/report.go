@@ -140,6 +140,7 @@ type results struct {
 	Admin             *adminResult      `json:"admin_under_load,omitempty"`
 	Herd              *herdResult       `json:"herd,omitempty"`
 	Durable           *durableResult    `json:"durable,omitempty"`
+	Process           *processResult    `json:"process,omitempty"`
 	Targets           []target          `json:"targets"`
 	WallSeconds       float64           `json:"wall_seconds"`
 }
@@ -225,6 +226,9 @@ func (r *results) judge() {
 	}
 	if d := r.Durable; d != nil {
 		d.judge(add)
+	}
+	if p := r.Process; p != nil {
+		p.judge(add)
 	}
 }
 
@@ -368,6 +372,9 @@ func (r *results) print(out io.Writer) {
 	}
 	if d := r.Durable; d != nil {
 		d.print(out, t)
+	}
+	if p := r.Process; p != nil {
+		p.print(out, t)
 	}
 	fmt.Fprintln(out, "\nTargets")
 	fmt.Fprintln(out)

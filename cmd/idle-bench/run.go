@@ -157,6 +157,18 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.Durable = &r
 	}
+	if cfg.ProcessBackends > 0 && cfg.runs("process") {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureProcess(ctx, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("process: %w", err)
+		}
+		res.Process = &r
+	}
 	res.judge()
 	res.WallSeconds = time.Since(start).Seconds()
 	res.print(out)
