@@ -20,7 +20,9 @@
 // does not fail the tests while a late timer on a quiet one still does.
 //
 // The binary tests build ./cmd/idle-worker once, in TestMain, and run it with
-// a controlled environment.
+// a controlled environment. The crash and restart tests run it through
+// internal/workerproc, which drives it only from outside (signals, /proc,
+// /readyz, /metrics, the wire contract), so they hold whatever the store.
 //
 // Run them with
 //
