@@ -86,6 +86,11 @@ type Sender struct {
 
 	mu           sync.Mutex
 	firstRefusal string
+
+	// finished is set by Run as it returns, under replyMu's write lock;
+	// reply handlers hold the read lock, so none records anything after.
+	replyMu  sync.RWMutex
+	finished bool
 }
 
 // mark is a channel closed when the ok replies reach n.
@@ -146,7 +151,7 @@ func (s *Sender) Start() time.Time { return s.start }
 func (s *Sender) Answered() int { return int(s.ok.Load()) }
 
 // ReplyAt returns when backend i's ok reply arrived, counted from Start,
-// and false when none has.
+// and false when none has. Once Run has returned, it no longer changes.
 func (s *Sender) ReplyAt(i int) (time.Duration, bool) {
 	v := s.replies[i].Load()
 	return time.Duration(v - 1), v != 0
@@ -244,6 +249,11 @@ func (s *Sender) onReply(inbox string, slots chan struct{}, finished func()) nat
 	n := int64(s.cfg.N)
 	return func(m *nats.Msg) {
 		at := time.Since(s.start)
+		s.replyMu.RLock()
+		defer s.replyMu.RUnlock()
+		if s.finished {
+			return
+		}
 		s.seen.Add(1)
 		i, err := strconv.Atoi(m.Subject[len(inbox):])
 		if err != nil || i < 0 || i >= s.cfg.N {
@@ -335,8 +345,12 @@ func (s *Sender) wait(ctx context.Context, all, stop <-chan struct{}, halt func(
 	}
 }
 
-// result sums up a Run that stopped for cause (nil: it finished).
+// result sums up a Run that stopped for cause (nil: it finished); no reply
+// is recorded after it.
 func (s *Sender) result(cause error) (SendResult, error) {
+	s.replyMu.Lock()
+	s.finished = true
+	s.replyMu.Unlock()
 	r := SendResult{N: s.cfg.N, Sent: int(s.sent.Load()), Refused: int(s.refused.Load())}
 	for i := range s.replies {
 		if at, ok := s.ReplyAt(i); ok {
