@@ -3,6 +3,7 @@ package bus
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nuid"
 
@@ -28,6 +29,7 @@ func (w *Worker) restore(ctx context.Context) error {
 	if w.reg == nil {
 		return nil
 	}
+	t0 := time.Now()
 	st, err := w.reg.Load(ctx)
 	if err != nil {
 		return err
@@ -67,7 +69,7 @@ func (w *Worker) restore(ctx context.Context) error {
 	}
 	w.stats.restored.Store(int64(restored))
 	w.stats.restoreSkipped.Store(int64(st.Skipped + skipped))
-	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped+skipped,
+	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped+skipped, "took", time.Since(t0),
 		"running", w.coord.Count(coordinator.Running), "draining", w.coord.Count(coordinator.Draining),
 		"quiesced", w.coord.Count(coordinator.Quiesced))
 	return nil

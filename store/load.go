@@ -31,6 +31,7 @@ const (
 // no store yet starts empty, or from a v1 registry bucket, migrated once.
 func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	var st bus.RegistryState
+	t0 := time.Now()
 	m, found, err := s.readMeta(ctx)
 	if err != nil {
 		return st, err
@@ -42,6 +43,7 @@ func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	if err := s.claimAll(ctx); err != nil {
 		return st, err
 	}
+	claimed := time.Now()
 	if !found {
 		return s.create(ctx)
 	}
@@ -53,13 +55,17 @@ func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	if err != nil {
 		return st, err
 	}
+	snapped := time.Now()
 	st.Skipped += skipped
-	n, err := s.readTail(ctx, covers)
+	tail, n, err := s.readTail(ctx, covers)
 	if err != nil {
 		return st, err
 	}
+	tailed := time.Now()
 	st.Skipped += n
 	st.Records = s.settle()
+	s.log.Info("store read", "records", len(st.Records), "skipped", st.Skipped, "tail_messages", tail,
+		"claims", claimed.Sub(t0), "snapshots", snapped.Sub(claimed), "tail", tailed.Sub(snapped), "total", time.Since(t0))
 	return st, nil
 }
 
@@ -255,19 +261,20 @@ func applyEntries(p *part, data []byte, onlyDrained bool) (int, error) {
 
 // readTail applies the log messages and events stored after the oldest
 // snapshot, each to its partition when it is newer than the partition's
-// snapshot. It returns how many messages did not decode.
-func (s *Store) readTail(ctx context.Context, covers []uint64) (int, error) {
+// snapshot. It returns how many messages it read and how many did not
+// decode.
+func (s *Store) readTail(ctx context.Context, covers []uint64) (read, bad int, err error) {
 	start := covers[0]
 	for _, c := range covers {
 		start = min(start, c)
 	}
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("store: stream info: %w", err)
+		return read, bad, fmt.Errorf("store: stream info: %w", err)
 	}
 	last := info.State.LastSeq
 	if start >= last {
-		return 0, nil
+		return 0, 0, nil
 	}
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubjects:    []string{s.l.base + "log.>", s.l.subj.Quiesce(">")},
@@ -278,7 +285,7 @@ func (s *Store) readTail(ctx context.Context, covers []uint64) (int, error) {
 		MemoryStorage:     true,
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: read the log: %w", err)
+		return read, bad, fmt.Errorf("store: read the log: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -286,16 +293,16 @@ func (s *Store) readTail(ctx context.Context, covers []uint64) (int, error) {
 		cancel()
 	}()
 	pending := cons.CachedInfo().NumPending
-	bad := 0
 	logged := lograte.New(time.Second, nil)
 	for pending > 0 {
 		batch, err := cons.FetchNoWait(int(min(pending, 4096)))
 		if err != nil {
-			return 0, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, fmt.Errorf("store: read the log: %w", err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
 			got++
+			read++
 			pending--
 			md, err := msg.Metadata()
 			if err != nil || md.Sequence.Stream > last {
@@ -309,16 +316,16 @@ func (s *Store) readTail(ctx context.Context, covers []uint64) (int, error) {
 			}
 		}
 		if err := batch.Error(); err != nil {
-			return 0, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, fmt.Errorf("store: read the log: %w", err)
 		}
 		if got == 0 {
 			if err := ctx.Err(); err != nil {
-				return 0, fmt.Errorf("store: read the log: %w", err)
+				return read, bad, fmt.Errorf("store: read the log: %w", err)
 			}
 			time.Sleep(time.Millisecond) // FetchNoWait found nothing ready yet
 		}
 	}
-	return bad, nil
+	return read, bad, nil
 }
 
 // applyTail applies one log message or event stored at seq.
