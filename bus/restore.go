@@ -50,6 +50,7 @@ func (w *Worker) restore(ctx context.Context) error {
 	now := w.now()
 	restored := 0
 	refused := 0
+	w.coord.Grow(len(recs))
 	for _, rec := range recs {
 		if err := w.coord.Restore(rec, now); err != nil {
 			if refused++; refused == 1 {

@@ -89,9 +89,12 @@ func (s *Store) onAck(m *nats.Msg) {
 	case aerr == nil:
 		s.written.Add(1)
 		s.lastSeq = max(s.lastSeq, seq)
-		if w.part >= 0 && (w.kind == kindLog || w.kind == kindEvent) {
+		if w.part >= 0 {
 			p := s.parts[w.part]
 			p.acked = max(p.acked, seq)
+			if w.tries > 0 {
+				p.retrying--
+			}
 		}
 		call = w.waiters
 		if w.then != nil {
@@ -149,6 +152,9 @@ func (s *Store) lose(w *write, err error) {
 		return
 	}
 	p := s.parts[w.part]
+	if w.tries > 0 {
+		p.retrying--
+	}
 	if !p.lost {
 		p.lost = true
 		s.log.Error("partition claimed by another worker: this worker no longer writes it", "partition", w.part, "error", err)
@@ -165,6 +171,9 @@ func (s *Store) lose(w *write, err error) {
 // schedules it again with backoff.
 func (s *Store) failWrite(w *write, err error) {
 	s.failed.Add(1)
+	if w.tries == 0 && w.part >= 0 {
+		s.parts[w.part].retrying++
+	}
 	w.tries++
 	wait := min(firstRetry<<min(w.tries-1, 10), maxRetry)
 	if ok, suppressed := s.why.Allow("write"); ok {

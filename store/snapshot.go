@@ -47,13 +47,17 @@ type snapState struct {
 	retryAt time.Time
 }
 
-// snapshotDue starts the snapshots that are due. A partition is
-// snapshotted only while none of its writes is in flight, so its records
-// are exactly what is stored up to its highest acknowledged sequence.
-// Under Store.mu.
+// snapshotDue starts the snapshots that are due. A snapshot holds every
+// change the partition's owner made so far, stored or not, and covers its
+// highest acknowledged sequence: writes stored after it may repeat changes
+// the snapshot has, which the lsn sorts out. Writes stored in order keep
+// that true; a write that failed once may land after newer ones of the same
+// keys, so no snapshot starts while one of the partition's writes is being
+// retried (its older change could otherwise outlive a newer deletion that
+// the snapshot covered). Under Store.mu.
 func (s *Store) snapshotDue(now time.Time) {
 	for pi, p := range s.parts {
-		if p.snap.running || p.lost || p.token == 0 || p.inflight > 0 || len(p.buf) > 0 || now.Before(p.snap.retryAt) {
+		if p.snap.running || p.lost || p.token == 0 || p.retrying > 0 || now.Before(p.snap.retryAt) {
 			continue
 		}
 		grown := p.written >= max(p.snap.bytes, minSnapshotLog)

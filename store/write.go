@@ -24,6 +24,7 @@ type part struct {
 	waiters []func(error) // called once buf's message is stored
 
 	inflight int    // writes of this partition not yet acknowledged
+	retrying int    // of those, writes that failed once: they may land after newer ones
 	acked    uint64 // the highest stream sequence acknowledged for its log and events
 	written  int    // bytes of log and events since the last snapshot began
 	snap     snapState
@@ -53,7 +54,7 @@ type write struct {
 	// sequence, or the refusal (a fenced or final error).
 	then    func(seq uint64, err error)
 	n       uint64 // acknowledgement number while in flight; 0 otherwise
-	tries   int
+	tries   int    // failed attempts so far
 	sentAt  time.Time
 	retryAt time.Time
 }
