@@ -38,7 +38,7 @@ type entry struct {
 
 // maxLSN bounds a stored lsn, far from wrapping: a partition hands out a
 // few million a day.
-const maxLSN = 1 << 62
+const maxLSN = 1<<60 - 1
 
 // maxTimeoutNS bounds a stored timeout: the worker clamps anything above its
 // own maximum anyway, this only keeps the duration from overflowing.

@@ -86,7 +86,7 @@ func TestApplyKeepsHighestLSN(t *testing.T) {
 	if _, err := applyEntries(p, b, false); err != nil {
 		t.Fatal(err)
 	}
-	if v := p.recs["k"]; v.state != 0 || v.lsn != 7 || p.lsn != 7 {
+	if v := p.recs["k"]; !v.tombstone() || v.lsn() != 7 || p.lsn != 7 {
 		t.Fatalf("after upsert 5, delete 7, upsert 6: %+v (lsn %d); want the tombstone of 7", v, p.lsn)
 	}
 	if _, err := applyEntries(p, appendUpsert(nil, 8, rec(8)), false); err != nil {
@@ -111,14 +111,14 @@ func FuzzDecodeEntries(f *testing.F) {
 			if bus.ValidateKey(key) != nil {
 				t.Fatalf("kept invalid key %q", key)
 			}
-			if v.state == 0 {
+			if v.tombstone() {
 				continue
 			}
-			if v.state > coordinator.Quiesced || int(v.reason) >= coordinator.NumReasons || uint64(v.timeout) > maxTimeoutNS || v.lsn > p.lsn {
+			if v.state() > coordinator.Quiesced || int(v.reason()) >= coordinator.NumReasons || uint64(v.timeout) > maxTimeoutNS || v.lsn() > p.lsn {
 				t.Fatalf("kept invalid record %q %+v (partition lsn %d)", key, v, p.lsn)
 			}
 			rec := v.record(key)
-			e, rest, err := decodeEntry(appendUpsert(nil, v.lsn, &rec))
+			e, rest, err := decodeEntry(appendUpsert(nil, v.lsn(), &rec))
 			if err != nil || len(rest) != 0 || e.rec != rec {
 				t.Fatalf("%+v does not round-trip: %+v %v", rec, e, err)
 			}
@@ -146,7 +146,7 @@ func FuzzEventRecord(f *testing.F) {
 		for _, p := range s.parts {
 			for k, v := range p.recs {
 				n++
-				if k != key || v.state != coordinator.Draining {
+				if k != key || v.state() != coordinator.Draining {
 					t.Fatalf("event of %q applied %q %+v", key, k, v)
 				}
 			}
@@ -155,4 +155,23 @@ func FuzzEventRecord(f *testing.F) {
 			t.Fatalf("refused (%v) yet applied", err)
 		}
 	})
+}
+
+// TestValuePacking: a record packed with its lsn comes back whole, for every
+// state and reason and the largest lsn.
+func TestValuePacking(t *testing.T) {
+	for _, st := range []coordinator.State{coordinator.Running, coordinator.Draining, coordinator.Quiesced} {
+		for r := range coordinator.Reason(coordinator.NumReasons) {
+			for _, lsn := range []uint64{1, maxLSN} {
+				rec := coordinator.Record{Key: "k", IdleTimeout: 36 * time.Hour, State: st, Generation: 1<<62 + 5, Reason: r}
+				v := valueOf(&rec, lsn)
+				if got := v.record("k"); got != rec || v.lsn() != lsn || v.tombstone() {
+					t.Errorf("valueOf(%+v, %d): back %+v lsn %d", rec, lsn, got, v.lsn())
+				}
+			}
+		}
+	}
+	if v := tombstone(maxLSN); !v.tombstone() || v.lsn() != maxLSN {
+		t.Errorf("tombstone: %+v", v)
+	}
 }

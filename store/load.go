@@ -250,10 +250,10 @@ func applyEntries(p *part, data []byte, onlyDrained bool) (int, error) {
 		data = rest
 		n++
 		p.lsn = max(p.lsn, e.lsn)
-		if old, ok := p.recs[e.rec.Key]; ok && old.lsn >= e.lsn {
+		if old, ok := p.recs[e.rec.Key]; ok && old.lsn() >= e.lsn {
 			continue
 		}
-		v := value{lsn: e.lsn} // state 0: a tombstone
+		v := tombstone(e.lsn)
 		if !e.delete {
 			v = valueOf(&e.rec, e.lsn)
 		}
@@ -389,7 +389,7 @@ func (s *Store) settle() []coordinator.Record {
 				p := s.parts[pi]
 				recs := make([]coordinator.Record, 0, len(p.recs))
 				for key, v := range p.recs {
-					if v.state == 0 {
+					if v.tombstone() {
 						delete(p.recs, key)
 						continue
 					}

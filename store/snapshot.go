@@ -81,7 +81,7 @@ func (s *Store) startSnapshot(pi int) {
 			chunks, buf = append(chunks, buf), nil
 		}
 		rec := v.record(key)
-		buf = appendUpsert(buf, v.lsn, &rec)
+		buf = appendUpsert(buf, v.lsn(), &rec)
 	}
 	if len(buf) > 0 || len(chunks) == 0 {
 		chunks = append(chunks, buf)

@@ -240,19 +240,34 @@ func (s *Store) Close(ctx context.Context) error {
 // compile-time check
 var _ bus.Store = (*Store)(nil)
 
-// value is a record as a partition keeps it, the key aside.
+// value is a record as a partition keeps it, the key aside: 24 bytes, the
+// lsn sharing its word with the state and the reason (a million backends'
+// values cost the store about 40 bytes each with the map's slot).
 type value struct {
 	timeout time.Duration
 	gen     uint64
-	lsn     uint64
-	state   coordinator.State
-	reason  coordinator.Reason
+	tag     uint64 // lsn | state<<60 | reason<<62
 }
+
+const (
+	tagStateShift  = 60
+	tagReasonShift = 62
+	tagLSNMask     = 1<<tagStateShift - 1
+)
+
+func (v value) lsn() uint64                { return v.tag & tagLSNMask }
+func (v value) state() coordinator.State   { return coordinator.State(v.tag >> tagStateShift & 3) }
+func (v value) reason() coordinator.Reason { return coordinator.Reason(v.tag >> tagReasonShift) }
+func (v value) tombstone() bool            { return v.state() == 0 }
+func tombstone(lsn uint64) value           { return value{tag: lsn} }
 
 func (v value) record(key string) coordinator.Record {
-	return coordinator.Record{Key: key, IdleTimeout: v.timeout, State: v.state, Generation: v.gen, Reason: v.reason}
+	return coordinator.Record{Key: key, IdleTimeout: v.timeout, State: v.state(), Generation: v.gen, Reason: v.reason()}
 }
 
+// valueOf packs rec numbered lsn. lsn < 2^60 (maxLSN), the state and the
+// reason < 4 (coordinator has three of each).
 func valueOf(rec *coordinator.Record, lsn uint64) value {
-	return value{timeout: rec.IdleTimeout, gen: rec.Generation, lsn: lsn, state: rec.State, reason: rec.Reason}
+	return value{timeout: rec.IdleTimeout, gen: rec.Generation,
+		tag: lsn&tagLSNMask | uint64(rec.State&3)<<tagStateShift | uint64(rec.Reason&3)<<tagReasonShift}
 }

@@ -21,6 +21,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"os/signal"
 	"syscall"
 )
@@ -69,6 +71,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "idle-worker: bad configuration: %v\n", err)
 		os.Exit(2)
 	}
+	if gc := tuneGC(); gc != "" {
+		logger.Debug("garbage collector tuned", "setting", gc)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg, logger); err != nil {
@@ -80,4 +85,24 @@ func main() {
 		}
 		os.Exit(1)
 	}
+}
+
+// defaultGCPercent is the worker's GOGC when the environment sets neither
+// GOGC nor GOMEMLIMIT. The worker's heap is mostly long-lived backends (a
+// million take about 330 MB with the store's index) and allocates little
+// once they are registered, so collecting at half the live heap instead of
+// all of it costs little CPU and keeps the process within 600 MB at a
+// million backends (embedded server included): 707 MB at GOGC 100, 535 MB
+// at 50, with the same registration rate and restart time (idle-bench
+// -only process).
+const defaultGCPercent = 50
+
+// tuneGC applies defaultGCPercent unless the environment tunes the
+// collector itself, and says what it set ("" when nothing).
+func tuneGC() string {
+	if os.Getenv("GOGC") != "" || os.Getenv("GOMEMLIMIT") != "" {
+		return ""
+	}
+	debug.SetGCPercent(defaultGCPercent)
+	return "GOGC=" + strconv.Itoa(defaultGCPercent)
 }
