@@ -21,9 +21,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"strconv"
-	"os/signal"
 	"syscall"
 )
 
