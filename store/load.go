@@ -67,6 +67,11 @@ func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	tailed := time.Now()
 	st.Skipped += n
 	st.Records = s.settle()
+	s.purges.Go(func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		s.sweepChunks(sctx)
+	})
 	s.log.Info("store read", "records", len(st.Records), "skipped", st.Skipped, "tail_messages", tail,
 		"claims", claimed.Sub(t0), "snapshots", snapped.Sub(claimed), "tail", tailed.Sub(snapped), "total", time.Since(t0))
 	return st, nil
@@ -197,6 +202,9 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 		return 0, 1, nil
 	}
 	pt := s.parts[p]
+	if len(pt.recs) == 0 && m.Records > 0 {
+		pt.recs = make(map[string]value, min(m.Records, maxChunks*chunkBytes/8))
+	}
 	skipped := 0
 	for c := range m.Chunks {
 		cm, err := s.stream.GetLastMsgForSubject(ctx, s.l.chunk(p, m.ID, c))

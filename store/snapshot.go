@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,9 @@ type snapState struct {
 // retried (its older change could otherwise outlive a newer deletion that
 // the snapshot covered). Under Store.mu.
 func (s *Store) snapshotDue(now time.Time) {
+	if s.closing {
+		return
+	}
 	for pi, p := range s.parts {
 		if p.snap.running || p.lost || p.token == 0 || p.retrying > 0 || now.Before(p.snap.retryAt) {
 			continue
@@ -115,7 +119,7 @@ func (s *Store) finishSnapshot(pi int, m manifest, size int, failed bool) {
 	if failed || p.lost {
 		p.snap.running = false
 		p.snap.retryAt = time.Now().Add(time.Second)
-		go s.purge(s.l.chunks(pi, m.ID), 0)
+		s.purgeLater(s.l.chunks(pi, m.ID), 0)
 		return
 	}
 	body, _ := json.Marshal(m)
@@ -127,17 +131,53 @@ func (s *Store) finishSnapshot(pi int, m manifest, size int, failed bool) {
 			p.snap.running = false
 			if err != nil {
 				p.snap.retryAt = time.Now().Add(time.Second)
-				go s.purge(s.l.chunks(pi, m.ID), 0)
+				s.purgeLater(s.l.chunks(pi, m.ID), 0)
 				return
 			}
 			p.snap.cur, p.snap.bytes = m, size
 			if old.ID != "" {
-				go s.purge(s.l.chunks(pi, old.ID), 0)
+				s.purgeLater(s.l.chunks(pi, old.ID), 0)
 			}
 			if m.Covers > 0 {
-				go s.purge(s.l.log(pi), m.Covers+1)
+				s.purgeLater(s.l.log(pi), m.Covers+1)
 			}
 		}})
+}
+
+// purgeLater purges on a goroutine of its own, which Close waits for.
+func (s *Store) purgeLater(subject string, before uint64) {
+	s.purges.Go(func() { s.purge(subject, before) })
+}
+
+// sweepChunks purges the chunks of snapshots no manifest names: left by a
+// crash between a snapshot's chunks and its manifest, or before a purge.
+func (s *Store) sweepChunks(ctx context.Context) {
+	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.l.base+"chunk.>"))
+	if err != nil {
+		return
+	}
+	s.mu.Lock()
+	current := make(map[string]bool, len(s.parts))
+	for pi, p := range s.parts {
+		if p.snap.cur.ID != "" {
+			current[s.l.chunks(pi, p.snap.cur.ID)] = true
+		}
+	}
+	s.mu.Unlock()
+	orphans := map[string]bool{}
+	for subject := range info.State.Subjects {
+		// P.store.chunk.<p>.<id>.<c>: the snapshot's pattern is all but <c>.
+		i := strings.LastIndexByte(subject, '.')
+		if i < 0 {
+			continue
+		}
+		if pattern := subject[:i] + ".>"; !current[pattern] {
+			orphans[pattern] = true
+		}
+	}
+	for pattern := range orphans {
+		s.purgeLater(pattern, 0)
+	}
 }
 
 // purge removes the messages on subject (below sequence before, when not

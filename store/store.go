@@ -96,6 +96,7 @@ type Store struct {
 	done  chan struct{}
 
 	mu       sync.Mutex
+	closing  bool // Close has begun: no new snapshot starts
 	closed   bool
 	parts    []*part
 	inflight map[uint64]*write
@@ -106,6 +107,7 @@ type Store struct {
 	sweepAt  time.Time // when to look for unacknowledged writes next
 	lastSeq  uint64    // the highest stream sequence acknowledged
 	stream   jetstream.Stream
+	purges   sync.WaitGroup // purges in flight; Close waits for them
 	idle     *sync.Cond
 
 	written, failed, fenced atomic.Uint64
@@ -205,15 +207,23 @@ func (s *Store) Counters() bus.StoreCounters {
 // Partitions returns the partition count.
 func (s *Store) Partitions() int { return s.cfg.Partitions }
 
-// Close writes what is pending and waits, bounded by ctx, for every write
-// to be acknowledged; then it stops. Writes after Close are dropped.
+// Close writes what is pending, snapshots the partitions with a log since
+// their last snapshot (so the next start reads snapshots only), and waits,
+// bounded by ctx, for every write to be acknowledged; then it stops.
+// Writes after Close are dropped.
 func (s *Store) Close(ctx context.Context) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.closing {
 		s.mu.Unlock()
 		return nil
 	}
+	s.closing = true
 	s.flushAll(time.Now())
+	for pi, p := range s.parts {
+		if p.written > 0 && !p.snap.running && !p.lost && p.token != 0 && p.retrying == 0 {
+			s.startSnapshot(pi)
+		}
+	}
 	s.mu.Unlock()
 	stopWait := context.AfterFunc(ctx, func() {
 		s.mu.Lock()
@@ -222,12 +232,18 @@ func (s *Store) Close(ctx context.Context) error {
 	})
 	defer stopWait()
 	s.mu.Lock()
-	for (len(s.inflight) > 0 || len(s.backlog) > 0 || len(s.retries) > 0) && ctx.Err() == nil {
+	for (len(s.inflight) > 0 || len(s.backlog) > 0 || len(s.retries) > 0 || s.snapshotting()) && ctx.Err() == nil {
 		s.idle.Wait()
 	}
 	left := len(s.inflight) + len(s.backlog) + len(s.retries)
 	s.closed = true
 	s.mu.Unlock()
+	purged := make(chan struct{})
+	go func() { s.purges.Wait(); close(purged) }()
+	select {
+	case <-purged:
+	case <-ctx.Done():
+	}
 	close(s.stop)
 	<-s.done
 	_ = s.sub.Unsubscribe()
@@ -235,6 +251,16 @@ func (s *Store) Close(ctx context.Context) error {
 		return fmt.Errorf("store: closed with %d writes unacknowledged: %w", left, ctx.Err())
 	}
 	return nil
+}
+
+// snapshotting says whether a snapshot is being written. Under Store.mu.
+func (s *Store) snapshotting() bool {
+	for _, p := range s.parts {
+		if p.snap.running {
+			return true
+		}
+	}
+	return false
 }
 
 // compile-time check

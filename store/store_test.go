@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/internal/logtest"
 	"github.com/idle-worker/idle-worker/internal/natstest"
 	"github.com/idle-worker/idle-worker/store"
 )
@@ -345,5 +347,48 @@ func TestPartitionCountFixed(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not say %q", err, want)
 		}
+	}
+}
+
+// TestCloseSnapshots: a clean Close snapshots what was logged, so the next
+// start reads snapshots only; and chunks no manifest names (a crash between
+// a snapshot's chunks and its manifest) are purged at start.
+func TestCloseSnapshots(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	st, _ := open(t, s, store.Config{Partitions: 4})
+	for i := range 200 {
+		if err := putStored(t, st, running("close.k"+strconv.Itoa(i), uint64(i+1))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(ctxBound(t)); err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, s)
+	if _, err := nc.Request("idle.store.chunk.1.ORPHAN.0", []byte{1}, bound); err != nil {
+		t.Fatalf("planting an orphan chunk: %v", err)
+	}
+	var logs logtest.Buffer
+	st2, rs := open(t, s, store.Config{Partitions: 4, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if len(rs.Records) != 200 {
+		t.Fatalf("Load after Close: %d records; want 200", len(rs.Records))
+	}
+	if !strings.Contains(logs.String(), "tail_messages=0") {
+		t.Errorf("the start after a clean Close read a log tail: %s", logs.String())
+	}
+	js, _ := jetstream.New(nc)
+	str, err := js.Stream(ctxBound(t), store.DefaultStreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(bound)
+	for firstSeq(t, str, "idle.store.chunk.1.ORPHAN.0") != ^uint64(0) {
+		if time.Now().After(deadline) {
+			t.Fatal("the orphan chunk was not purged")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := st2.Close(ctxBound(t)); err != nil {
+		t.Error(err)
 	}
 }
