@@ -3,6 +3,7 @@ package store
 import (
 	"encoding/base64"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -173,5 +174,31 @@ func TestValuePacking(t *testing.T) {
 	}
 	if v := tombstone(maxLSN); !v.tombstone() || v.lsn() != maxLSN {
 		t.Errorf("tombstone: %+v", v)
+	}
+}
+
+// TestMergeSorted: sorted runs, empty ones among them, merge into one sorted
+// slice holding every record once.
+func TestMergeSorted(t *testing.T) {
+	for _, runs := range [][][]string{
+		nil,
+		{{"a", "c"}},
+		{{"b", "d", "f"}, {}, {"a", "c", "e", "g"}, {"h"}},
+		{{"a"}, {"b"}, {"c"}, {"d"}, {"e"}},
+	} {
+		var in [][]coordinator.Record
+		want := 0
+		for _, r := range runs {
+			var recs []coordinator.Record
+			for _, k := range r {
+				recs = append(recs, coordinator.Record{Key: k})
+			}
+			in = append(in, recs)
+			want += len(r)
+		}
+		out := mergeSorted(in, want)
+		if len(out) != want || !slices.IsSortedFunc(out, byKey) {
+			t.Errorf("mergeSorted(%v) = %v", runs, out)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"container/heap"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -418,37 +417,37 @@ func (s *Store) settle() []coordinator.Record {
 
 func byKey(a, b coordinator.Record) int { return strings.Compare(a.Key, b.Key) }
 
-// mergeSorted merges sorted runs into one sorted slice of capacity n.
+// mergeSorted merges sorted runs into one sorted slice, pairwise: log2(runs)
+// rounds of two-way merges, the merges of a round on parallel goroutines.
 func mergeSorted(runs [][]coordinator.Record, n int) []coordinator.Record {
-	out := make([]coordinator.Record, 0, n)
-	h := make(runHeap, 0, len(runs))
-	for _, r := range runs {
-		if len(r) > 0 {
-			h = append(h, r)
+	runs = slices.DeleteFunc(runs, func(r []coordinator.Record) bool { return len(r) == 0 })
+	for len(runs) > 1 {
+		next := make([][]coordinator.Record, (len(runs)+1)/2)
+		var wg sync.WaitGroup
+		for i := 0; i+1 < len(runs); i += 2 {
+			wg.Go(func() { next[i/2] = merge2(runs[i], runs[i+1]) })
 		}
-	}
-	heap.Init(&h)
-	for len(h) > 0 {
-		out = append(out, h[0][0])
-		if h[0] = h[0][1:]; len(h[0]) == 0 {
-			heap.Pop(&h)
-		} else {
-			heap.Fix(&h, 0)
+		if len(runs)%2 == 1 {
+			next[len(next)-1] = runs[len(runs)-1]
 		}
+		wg.Wait()
+		runs = next
 	}
-	return out
+	if len(runs) == 0 {
+		return make([]coordinator.Record, 0, n)
+	}
+	return runs[0]
 }
 
-// runHeap orders sorted runs by their first key.
-type runHeap [][]coordinator.Record
-
-func (h runHeap) Len() int           { return len(h) }
-func (h runHeap) Less(i, j int) bool { return h[i][0].Key < h[j][0].Key }
-func (h runHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *runHeap) Push(x any)        { *h = append(*h, x.([]coordinator.Record)) }
-func (h *runHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+// merge2 merges two sorted runs.
+func merge2(a, b []coordinator.Record) []coordinator.Record {
+	out := make([]coordinator.Record, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].Key < a[0].Key {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
 }
