@@ -2,48 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/store"
 )
-
-// Sizes of the durable section's bare publisher: the worker's quiesce
-// stream window (store.OpenQuiesceStream's PublishAsyncMaxPending) and the
-// size of each event.
-const (
-	limitWindow    = 16384
-	limitEventSize = 200
-)
-
-// limitResult is the store's limit: a bare async JetStream publisher
-// storing events into a stream configured as the worker's.
-type limitResult struct {
-	Events int `json:"events"`
-	Rounds int `json:"rounds"`
-	// SeenMS is the best round's time from the first publish until a core
-	// subscriber saw the last event; StoredMS until every acknowledgement
-	// had arrived, in that round.
-	SeenMS   float64 `json:"seen_ms"`
-	StoredMS float64 `json:"stored_ms"`
-	// PerSecond is Events / SeenMS.
-	PerSecond float64 `json:"events_per_second"`
-	// StreamMsgs is what the stream held after the best round (want
-	// Events); Missing, Duplicates and AckErrors count the subscriber's
-	// gaps, its repeats and failed acknowledgements over every round.
-	StreamMsgs uint64    `json:"stream_msgs"`
-	Missing    int       `json:"missing"`
-	Duplicates int       `json:"duplicates"`
-	AckErrors  uint64    `json:"ack_errors"`
-	RoundsMS   []float64 `json:"rounds_seen_ms"`
-}
 
 // durableTimely is one worker's events when Backends deadlines fall within
 // SpanMS.
@@ -54,17 +21,23 @@ type durableTimely struct {
 	// deadline to the last arrival.
 	PerSecond float64        `json:"events_per_second"`
 	Lateness  latencySummary `json:"lateness"`
-	// RegistryBacklog is how many records were not yet stored at the first
-	// deadline (durable only).
-	RegistryBacklog int64  `json:"registry_backlog_at_first_deadline"`
-	StreamFailures  uint64 `json:"stream_failures"`
-	WorkerDropped   uint64 `json:"worker_dropped"`
-	PublishErrors   uint64 `json:"publish_errors"`
+	// CaughtUpMS is the time from the last heartbeat's publish until the
+	// store had stored every record they changed (see syncStore), and
+	// CaughtUpEarly whether that was before the first deadline (durable
+	// only): the events did not queue behind records.
+	CaughtUpMS    float64 `json:"store_caught_up_ms,omitempty"`
+	CaughtUpEarly bool    `json:"store_caught_up_before_first_deadline,omitempty"`
+	// The worker's counters afterwards.
+	StoreWrites   uint64 `json:"store_writes"`
+	StoreFailures uint64 `json:"store_write_failures"`
+	StoreFenced   uint64 `json:"store_fenced"`
+	WorkerDropped uint64 `json:"worker_dropped"`
+	PublishErrors uint64 `json:"publish_errors"`
 }
 
-// durableResult is the durable section: the default configuration
-// (JetStream registry and quiesce stream) beside the memory path, and the
-// store's limit, in the same run.
+// durableResult is the durable section: the default configuration (the
+// store on one JetStream stream) beside the memory path, and the store's
+// limit, in the same run.
 type durableResult struct {
 	Persistence string      `json:"persistence"`
 	QuiesceRate int         `json:"quiesce_rate"`
@@ -81,30 +54,38 @@ type durableResult struct {
 }
 
 // durablePersistence describes the durable worker's store.
-var durablePersistence = fmt.Sprintf("JetStream as cmd/idle-worker runs it by default: registry bucket %s_<n>, quiesce stream %s_<n> (a fresh pair per measurement), store.Open defaults; memory path: no Registry, no Publisher (IDLE_PERSIST=off); both QuiesceRate 0 (unlimited)",
-	store.DefaultRegistryBucket, store.DefaultStreamName)
+var durablePersistence = fmt.Sprintf("the store as cmd/idle-worker runs it by default: one stream %s_<n> (fresh per measurement) on P.store.>, store.Open defaults (%d partitions); memory path: no Store (IDLE_PERSIST=off); both QuiesceRate 0 (unlimited)",
+	store.DefaultStreamName, store.DefaultPartitions)
 
 // startPathWorker starts a worker with the operator's policy and QuiesceRate
-// 0: with store.Open's registry and quiesce stream under names when
-// durable (returned too), in memory otherwise.
-func startPathWorker(ctx context.Context, url string, cfg config, durable bool, names store.Config) (*runningWorker, *store.KVRegistry, error) {
+// 0: on a store opened with names when durable (returned too), in memory
+// otherwise. The worker loads the store in Run and closes it when Run
+// returns.
+func startPathWorker(ctx context.Context, url string, cfg config, durable bool, names store.Config) (*runningWorker, *store.Store, error) {
 	wc := bus.WorkerConfig{Policy: operatorPolicy(), QueueLength: cfg.QueueLength}
 	if !durable {
 		rw, err := startWorkerWith(url, wc, nil)
 		return rw, nil, err
 	}
-	var reg *store.KVRegistry
+	var st *store.Store
 	rw, err := startWorkerWith(url, wc, func(nc *nats.Conn, wc *bus.WorkerConfig) error {
-		octx, cancel := context.WithTimeout(ctx, waitBound)
-		defer cancel()
-		st, err := store.Open(octx, nc, bus.MustSubjects(bus.DefaultPrefix), names, nil)
-		if err != nil {
-			return fmt.Errorf("store: %w", err)
-		}
-		reg, wc.Registry, wc.Publisher = st.Registry, st.Registry, st.Stream
-		return nil
+		var err error
+		st, err = openStore(ctx, nc, names)
+		wc.Store = st
+		return err
 	})
-	return rw, reg, err
+	return rw, st, err
+}
+
+// openStore opens the store of names on nc, as cmd/idle-worker does.
+func openStore(ctx context.Context, nc *nats.Conn, names store.Config) (*store.Store, error) {
+	octx, cancel := context.WithTimeout(ctx, waitBound)
+	defer cancel()
+	st, err := store.Open(octx, nc, bus.MustSubjects(bus.DefaultPrefix), names)
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	return st, nil
 }
 
 // pathName names the worker a measurement ran.
@@ -115,17 +96,24 @@ func pathName(durable bool) string {
 	return "memory (IDLE_PERSIST=off)"
 }
 
-// measureDurable runs the durable section's parts in order of priority.
+// measureDurable runs the durable section's parts that cfg.DurableParts
+// names, in order of priority.
 func measureDurable(ctx context.Context, url string, cfg config) (durableResult, error) {
 	r := durableResult{Persistence: durablePersistence, BurstMS: ms(cfg.DurableBurst), SpreadMS: ms(cfg.DurableSpread)}
 	var err error
-	if r.Limit, err = measureLimit(ctx, url, cfg.DurableBackends, cfg.DurableLimitRounds); err != nil {
-		return r, fmt.Errorf("limit: %w", err)
+	if cfg.durableRuns("limit") {
+		if r.Limit, err = measureLimit(ctx, url, cfg.DurableBackends, cfg.DurableLimitRounds); err != nil {
+			return r, fmt.Errorf("limit: %w", err)
+		}
 	}
 	for _, part := range []struct {
+		name string
 		span time.Duration
 		into *[]durableTimely
-	}{{cfg.DurableBurst, &r.Burst}, {cfg.DurableSpread, &r.Spread}} {
+	}{{"burst", cfg.DurableBurst, &r.Burst}, {"spread", cfg.DurableSpread, &r.Spread}} {
+		if !cfg.durableRuns(part.name) {
+			continue
+		}
 		for _, durable := range []bool{false, true} {
 			d, err := measurePathTimely(ctx, url, cfg, durable, part.span)
 			if err != nil {
@@ -134,7 +122,7 @@ func measureDurable(ctx context.Context, url string, cfg config) (durableResult,
 			*part.into = append(*part.into, d)
 		}
 	}
-	if cfg.DurableRegister > 0 {
+	if cfg.DurableRegister > 0 && cfg.durableRuns("register") {
 		for _, durable := range []bool{false, true} {
 			reg, rs, err := measureRegistration(ctx, url, cfg, durable)
 			if err != nil {
@@ -149,115 +137,6 @@ func measureDurable(ctx context.Context, url string, cfg config) (durableResult,
 	return r, nil
 }
 
-// measureLimit stores n events of limitEventSize bytes, each with a
-// Nats-Msg-Id, on per-key subjects P.quiesce.lim.<i>, into a fresh stream
-// created by store.OpenQuiesceStream (so configured exactly as the
-// worker's), from a bare jetstream.PublishMsgAsync publisher with the
-// worker's window, rounds times; the round whose last event a core
-// subscriber saw soonest counts.
-func measureLimit(ctx context.Context, url string, n, rounds int) (limitResult, error) {
-	r := limitResult{Events: n, Rounds: rounds}
-	for round := range rounds {
-		seen, stored, msgs, err := limitRound(ctx, url, n, round, &r)
-		if err != nil {
-			return r, err
-		}
-		r.RoundsMS = append(r.RoundsMS, ms(seen))
-		if r.SeenMS == 0 || ms(seen) < r.SeenMS {
-			r.SeenMS, r.StoredMS, r.StreamMsgs = ms(seen), ms(stored), msgs
-		}
-	}
-	if r.SeenMS > 0 {
-		r.PerSecond = float64(n) / (r.SeenMS / 1000)
-	}
-	return r, nil
-}
-
-// limitRound is one round of measureLimit; it adds the subscriber's gaps
-// and repeats and the failed acknowledgements to r.
-func limitRound(ctx context.Context, url string, n, round int, r *limitResult) (seen, stored time.Duration, msgs uint64, err error) {
-	names := freshStore()
-	defer removeStore(url, names)
-	subj := bus.MustSubjects(bus.DefaultPrefix)
-	nc, err := nats.Connect(url, nats.Name("idle-bench limit publisher"))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer nc.Close()
-	octx, cancel := context.WithTimeout(ctx, waitBound)
-	defer cancel()
-	qs, err := store.OpenQuiesceStream(octx, nc, subj, names.Stream, nil)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	if err := qs.Close(octx); err != nil { // the stream stays; only its publisher goes
-		return 0, 0, 0, err
-	}
-	var ackErrs atomic.Uint64
-	js, err := jetstream.New(nc,
-		jetstream.WithPublishAsyncMaxPending(limitWindow),
-		jetstream.WithPublishAsyncTimeout(5*time.Second),
-		jetstream.WithPublishAsyncErrHandler(func(jetstream.JetStream, *nats.Msg, error) { ackErrs.Add(1) }))
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	got := newArrivals(n)
-	prefix := subj.Quiesce("lim.")
-	rs, err := rawSubscribe(url, subj.Quiesce(">"), func(subject []byte, at time.Time) {
-		i, ok := keyIndex(subject, prefix)
-		got.record(i, ok, at)
-	})
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	defer rs.Close()
-	body := make([]byte, limitEventSize)
-	for i := range body {
-		body[i] = 'x'
-	}
-	idPrefix := "lim" + strconv.Itoa(round) + "." + nats.NewInbox()[len(nats.InboxPrefix):] + "."
-	t0 := time.Now()
-	for i := range n {
-		m := &nats.Msg{Subject: prefix + strconv.Itoa(i), Data: body,
-			Header: nats.Header{bus.HeaderMsgID: []string{idPrefix + strconv.Itoa(i)}}}
-		if _, err := js.PublishMsgAsync(m, jetstream.WithStallWait(waitBound)); err != nil {
-			return 0, 0, 0, fmt.Errorf("publish %d: %w", i, err)
-		}
-	}
-	werr := got.wait(ctx, t0.Add(waitBound))
-	select {
-	case <-js.PublishAsyncComplete():
-		stored = time.Since(t0)
-	case <-time.After(waitBound):
-		return 0, 0, 0, errors.New("acknowledgements not all in")
-	}
-	if werr != nil {
-		return 0, 0, 0, werr
-	}
-	got.mu.Lock()
-	var last time.Time
-	for _, at := range got.at {
-		last = maxTime(last, at)
-	}
-	missing := n - got.got
-	r.Missing, r.Duplicates = r.Missing+missing, r.Duplicates+got.dups+got.unexpected
-	got.mu.Unlock()
-	seen = stored // when something never arrived, the acknowledgements bound it
-	if missing == 0 {
-		seen = last.Sub(t0)
-	}
-	r.AckErrors += ackErrs.Load()
-	st, err := js.Stream(octx, names.Stream.Name)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	info, err := st.Info(octx)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	return seen, stored, info.State.Msgs, nil
-}
-
 // measurePathTimely makes cfg.DurableBackends backends heartbeat once so
 // that their deadlines fall within span, cfg.DurableLead after the start,
 // on a memory or a durable worker (QuiesceRate 0), and stamps each event at
@@ -268,7 +147,7 @@ func measurePathTimely(ctx context.Context, url string, cfg config, durable bool
 	subj := bus.MustSubjects(bus.DefaultPrefix)
 	names := freshStore()
 	defer removeStore(url, names)
-	rw, reg, err := startPathWorker(ctx, url, cfg, durable, names)
+	rw, st, err := startPathWorker(ctx, url, cfg, durable, names)
 	if err != nil {
 		return d, err
 	}
@@ -304,11 +183,12 @@ func measurePathTimely(ctx context.Context, url string, cfg config, durable bool
 	for _, dl := range deadlines {
 		first, last = minTime(first, dl), maxTime(last, dl)
 	}
-	if reg != nil { // let the registry store the records first, while there is time
-		for reg.Pending() > 0 && time.Until(first) > 10*time.Millisecond {
-			time.Sleep(time.Millisecond)
+	if st != nil {
+		sent := time.Now()
+		if err := syncStore(ctx, pnc, subj, st.Partitions(), "dur"); err != nil {
+			return d, err
 		}
-		d.RegistryBacklog = int64(reg.Pending())
+		d.CaughtUpMS, d.CaughtUpEarly = ms(time.Since(sent)), time.Now().Before(first)
 	}
 	if err := got.wait(ctx, last.Add(waitBound)); err != nil {
 		return d, err
@@ -325,7 +205,8 @@ func measurePathTimely(ctx context.Context, url string, cfg config, durable bool
 	got.mu.Unlock()
 	d.PerSecond = eventsPerSecond(d.Lateness.Count, lastAt.Sub(first))
 	s := rw.w.Stats()
-	d.StreamFailures, d.WorkerDropped, d.PublishErrors = s.StreamFailures, s.Dropped, s.PublishErrors
+	d.StoreWrites, d.StoreFailures, d.StoreFenced = s.StoreWrites, s.StoreWriteFailures, s.StoreFenced
+	d.WorkerDropped, d.PublishErrors = s.Dropped, s.PublishErrors
 	return d, nil
 }
 

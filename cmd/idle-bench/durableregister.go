@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
 )
@@ -21,6 +21,9 @@ import (
 const registerBody = `{"idle_timeout_ms":3600000}`
 
 // registerResult is N new backends' first heartbeat requests on one worker.
+// A durable worker answers each only once the store acknowledged the log
+// message holding its record, so "answered" implies "durable": Reply is
+// what that wait costs a client, beside the memory path's.
 type registerResult struct {
 	Path        string `json:"path"`
 	Backends    int    `json:"backends"`
@@ -30,52 +33,43 @@ type registerResult struct {
 	// PerSecond is Backends over it.
 	AnsweredMS float64 `json:"answered_ms"`
 	PerSecond  float64 `json:"answered_per_second"`
-	// StoredMS is the time from the first request until the registry had
-	// written every record and had none pending (durable only).
-	StoredMS float64 `json:"stored_ms,omitempty"`
-	// Durable is, for Samples keys spread through the run, the time from
-	// the reply's arrival to a watcher of the registry bucket (an ordered
-	// consumer: it sees a record once stored) seeing its record.
-	Samples int            `json:"samples,omitempty"`
-	Durable latencySummary `json:"answered_to_durable,omitzero"`
+	// Reply is each request's time from its publish to its reply.
+	Reply latencySummary `json:"first_heartbeat_reply"`
+	// Refused counts replies that were not {"ok":true,...}: a record the
+	// store could not store.
+	Refused int `json:"refused"`
+	// StoreWrites counts the store's acknowledged writes during the
+	// registration (durable only): log messages, one per partition and
+	// flush, each holding many records.
+	StoreWrites   uint64 `json:"store_writes,omitempty"`
+	StoreFailures uint64 `json:"store_write_failures,omitempty"`
 	// Tracked is Stats().Running afterwards (want Backends).
 	Tracked int64 `json:"tracked"`
 }
 
 // restartResult is the durable worker's restart on the registration's
 // store: Run cancelled (as on SIGTERM), then a new worker started on the
-// same store.
+// same stream.
 type restartResult struct {
 	Backends int `json:"backends"`
-	// StopMS is the time for the old worker's Run to return and its
-	// connection to close; ReadyMS from connecting the new worker (store.Open
-	// included) to Ready.
+	// StopMS is the time for the old worker's Run to return (its store
+	// closed) and its connection to close; ReadyMS from connecting the new
+	// worker (store.Open and Load included) to Ready.
 	StopMS   float64 `json:"stop_ms"`
 	ReadyMS  float64 `json:"ready_ms"`
 	Restored int64   `json:"restored"`
 }
 
-// sampleStride returns the distance between sampled indexes so that about
-// samples of n are sampled (at least 1).
-func sampleStride(n, samples int) int {
-	if samples <= 0 || n <= 0 {
-		return n + 1 // none
-	}
-	return max(1, n/samples)
-}
-
 // measureRegistration sends cfg.DurableRegister new backends' first
 // heartbeats as requests from cfg.DurableConns connections, each keeping
 // at most cfg.DurableWindow unanswered, and times the replies. On the
-// durable worker it also times when every record was stored and, for a
-// sample, each record's "answered -> durable" delay; then it restarts the
-// worker on the same store.
+// durable worker it then restarts the worker on the same stream.
 func measureRegistration(ctx context.Context, url string, cfg config, durable bool) (registerResult, *restartResult, error) {
 	n := cfg.DurableRegister
 	r := registerResult{Path: pathName(durable), Backends: n, Connections: cfg.DurableConns, Window: cfg.DurableWindow}
 	names := freshStore()
 	defer removeStore(url, names)
-	rw, reg, err := startPathWorker(ctx, url, cfg, durable, names)
+	rw, _, err := startPathWorker(ctx, url, cfg, durable, names)
 	if err != nil {
 		return r, nil, err
 	}
@@ -86,76 +80,23 @@ func measureRegistration(ctx context.Context, url string, cfg config, durable bo
 		}
 	}()
 	subj := bus.MustSubjects(bus.DefaultPrefix)
-	stride := sampleStride(n, cfg.DurableSamples)
-	answered := make([]atomic.Int64, n/stride+1) // unix ns of each sample's reply
-	var stored []atomic.Int64
-	var watchDone chan struct{}
-	if durable {
-		r.Samples = (n + stride - 1) / stride
-		stored = make([]atomic.Int64, len(answered))
-		w, err := watchSamples(ctx, url, names.RegistryBucket, n, stride)
-		if err != nil {
-			return r, nil, err
-		}
-		defer w.Stop()
-		watchDone = make(chan struct{})
-		go func() {
-			defer close(watchDone)
-			for e := range w.Updates() {
-				if e == nil {
-					continue
-				}
-				if i, ok := keyIndex(e.Key(), "b.reg."); ok && i%stride == 0 && i/stride < len(stored) {
-					stored[i/stride].CompareAndSwap(0, time.Now().UnixNano())
-				}
-			}
-		}()
-	}
-	written0 := uint64(0)
-	if reg != nil {
-		written0 = reg.Counters().Written
-	}
+	s0 := rw.w.Stats()
 	t0 := time.Now()
-	if err := sendRegistrations(ctx, url, cfg, subj, func(i int) {
-		if i%stride == 0 {
-			answered[i/stride].Store(time.Now().UnixNano())
-		}
-	}); err != nil {
+	lat, refused, err := sendRegistrations(ctx, url, cfg, subj)
+	if err != nil {
 		return r, nil, err
 	}
 	r.AnsweredMS = ms(time.Since(t0))
 	r.PerSecond = eventsPerSecond(n, time.Since(t0))
-	r.Tracked = rw.w.Stats().Running
+	r.Reply, r.Refused = summarize(lat), refused
+	s1 := rw.w.Stats()
+	r.Tracked = s1.Running
 	if !durable {
 		return r, nil, nil
 	}
-	bound := waitBound + time.Duration(n)*10*time.Microsecond
-	for reg.Counters().Written < written0+uint64(n) || reg.Pending() > 0 {
-		if err := ctx.Err(); err != nil {
-			return r, nil, err
-		}
-		if time.Since(t0) > bound {
-			return r, nil, fmt.Errorf("registry stored %d of %d records in %v", reg.Counters().Written-written0, n, bound)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	r.StoredMS = ms(time.Since(t0))
-	var lag []time.Duration
-	for deadline := time.Now().Add(waitBound); len(lag) < r.Samples && time.Now().Before(deadline); {
-		lag = lag[:0]
-		for k := range r.Samples {
-			if s, a := stored[k].Load(), answered[k].Load(); s != 0 && a != 0 {
-				lag = append(lag, time.Duration(s-a))
-			}
-		}
-		if len(lag) < r.Samples {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	r.Durable = summarize(lag)
-	r.Durable.Missing = r.Samples - len(lag)
+	r.StoreWrites, r.StoreFailures = s1.StoreWrites-s0.StoreWrites, s1.StoreWriteFailures-s0.StoreWriteFailures
 
-	// Restart: cancel Run as SIGTERM does, then a new worker on the store.
+	// Restart: cancel Run as SIGTERM does, then a new worker on the stream.
 	rs := &restartResult{Backends: n}
 	t1 := time.Now()
 	stopped = true
@@ -176,71 +117,41 @@ func measureRegistration(ctx context.Context, url string, cfg config, durable bo
 	return r, rs, nil
 }
 
-// watchSamples watches bucket's records of every stride-th of n backends
-// reg.<i>, updates only.
-func watchSamples(ctx context.Context, url, bucket string, n, stride int) (jetstream.KeyWatcher, error) {
-	nc, err := nats.Connect(url, nats.Name("idle-bench registry watcher"))
-	if err != nil {
-		return nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	kv, err := js.KeyValue(ctx, bucket)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	var keys []string
-	for i := 0; i < n; i += stride {
-		keys = append(keys, "b."+bus.StoreKey("reg."+strconv.Itoa(i)))
-	}
-	w, err := kv.WatchFiltered(context.WithoutCancel(ctx), keys, jetstream.UpdatesOnly())
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return closingWatcher{w, nc}, nil
-}
-
-// closingWatcher closes its connection when stopped.
-type closingWatcher struct {
-	jetstream.KeyWatcher
-	nc *nats.Conn
-}
-
-// Stop implements jetstream.KeyWatcher.
-func (c closingWatcher) Stop() error {
-	err := c.KeyWatcher.Stop()
-	c.nc.Close()
-	return err
-}
-
 // sendRegistrations sends a heartbeat request for each of
 // cfg.DurableRegister backends reg.<i>, spread over cfg.DurableConns
 // connections (backend i on connection i mod conns), each with at most
-// cfg.DurableWindow unanswered, and calls onReply(i) from the connection's
-// goroutine as each reply arrives. It returns when every reply has
-// arrived, or fails when none arrived for waitBound.
-func sendRegistrations(ctx context.Context, url string, cfg config, subj bus.Subjects, onReply func(i int)) error {
+// cfg.DurableWindow unanswered. It returns when every reply has arrived
+// (or fails when none arrived for waitBound) with each request's time from
+// publish to reply, and how many replies were refusals.
+func sendRegistrations(ctx context.Context, url string, cfg config, subj bus.Subjects) ([]time.Duration, int, error) {
 	n, conns := cfg.DurableRegister, cfg.DurableConns
 	errs := make([]error, conns)
+	lats := make([][]time.Duration, conns)
+	refused := make([]int, conns)
 	var wg sync.WaitGroup
 	for c := range conns {
-		wg.Go(func() { errs[c] = sendOn(ctx, url, cfg.DurableWindow, subj, c, conns, n, onReply) })
+		wg.Go(func() {
+			lats[c], refused[c], errs[c] = sendOn(ctx, url, cfg.DurableWindow, subj, c, conns, n)
+		})
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return nil, 0, err
+	}
+	all := make([]time.Duration, 0, n)
+	bad := 0
+	for c := range conns {
+		all, bad = append(all, lats[c]...), bad+refused[c]
+	}
+	return all, bad, nil
 }
 
 // sendOn is one connection of sendRegistrations: backends c, c+conns, ...
 // below n.
-func sendOn(ctx context.Context, url string, window int, subj bus.Subjects, c, conns, n int, onReply func(int)) error {
+func sendOn(ctx context.Context, url string, window int, subj bus.Subjects, c, conns, n int) ([]time.Duration, int, error) {
 	nc, err := nats.Connect(url, nats.Name("idle-bench registrations "+strconv.Itoa(c)))
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	defer nc.Close()
 	inbox := nats.NewInbox() + "."
@@ -249,11 +160,21 @@ func sendOn(ctx context.Context, url string, window int, subj bus.Subjects, c, c
 	for i := c; i < n; i += conns {
 		want++
 	}
+	// sentAt[k] is the publish time (unix ns) of this connection's k-th
+	// request, backend c+k*conns; lat and bad are the handler's, read once
+	// all is closed.
+	sentAt := make([]atomic.Int64, want)
+	lat := make([]time.Duration, 0, want)
+	bad := 0
 	all := make(chan struct{})
 	var replies atomic.Int64
 	sub, err := nc.Subscribe(inbox+"*", func(m *nats.Msg) {
-		if i, err := strconv.Atoi(strings.TrimPrefix(m.Subject, inbox)); err == nil {
-			onReply(i)
+		now := time.Now().UnixNano()
+		if k, err := strconv.Atoi(strings.TrimPrefix(m.Subject, inbox)); err == nil && k >= 0 && k < want {
+			lat = append(lat, time.Duration(now-sentAt[k].Load()))
+		}
+		if !bytes.HasPrefix(m.Data, replyOK) {
+			bad++
 		}
 		<-slots
 		if replies.Add(1) == int64(want) {
@@ -261,34 +182,35 @@ func sendOn(ctx context.Context, url string, window int, subj bus.Subjects, c, c
 		}
 	})
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		return err
+		return nil, 0, err
 	}
 	if want == 0 {
 		close(all)
 	}
 	body := []byte(registerBody)
-	for i := c; i < n; i += conns {
+	for k, i := 0, c; i < n; k, i = k+1, i+conns {
 		select {
 		case slots <- struct{}{}:
 		default:
 			if err := waitSlot(ctx, slots); err != nil {
-				return fmt.Errorf("connection %d: %w, %d of %d answered", c, err, replies.Load(), want)
+				return nil, 0, fmt.Errorf("connection %d: %w, %d of %d answered", c, err, replies.Load(), want)
 			}
 		}
-		if err := nc.PublishRequest(subj.Activity("reg."+strconv.Itoa(i)), inbox+strconv.Itoa(i), body); err != nil {
-			return err
+		sentAt[k].Store(time.Now().UnixNano())
+		if err := nc.PublishRequest(subj.Activity("reg."+strconv.Itoa(i)), inbox+strconv.Itoa(k), body); err != nil {
+			return nil, 0, err
 		}
 	}
 	select {
 	case <-all:
-		return nil
+		return lat, bad, nil
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-time.After(waitBound):
-		return fmt.Errorf("connection %d: %d of %d answered", c, replies.Load(), want)
+		return nil, 0, fmt.Errorf("connection %d: %d of %d answered", c, replies.Load(), want)
 	}
 }
 

@@ -51,9 +51,11 @@ type herdResult struct {
 	Persistence string `json:"persistence"`
 	// PublishSeconds is the time to send the herd's heartbeats.
 	PublishSeconds float64 `json:"publish_seconds"`
-	// RegistryBacklog is how many of the herd's registry records were not
-	// yet stored when the baseline began (0: the registry had settled).
-	RegistryBacklog int64 `json:"registry_backlog_at_baseline"`
+	// CaughtUpMS is the time from the end of the herd's heartbeats until
+	// the store had stored every record they changed (see syncStore), and
+	// CaughtUpEarly whether that was before the baseline began.
+	CaughtUpMS    float64 `json:"store_caught_up_ms"`
+	CaughtUpEarly bool    `json:"store_caught_up_before_baseline"`
 	// Lateness is arrival - deadline of each event (deadline: heartbeat
 	// publish time + its timeout, on this program's clock); it grows
 	// through the herd by design, to about (Backends-Burst)/QuiesceRate.
@@ -76,11 +78,12 @@ type herdResult struct {
 	During          rttSummary `json:"herd_heartbeat_rtt"`
 	DuringLost      int        `json:"herd_heartbeats_lost"`
 	// The worker's counters afterwards.
-	StreamFailures  uint64 `json:"stream_failures"`
-	StreamAbandoned uint64 `json:"stream_abandoned"`
-	Redeliveries    uint64 `json:"redeliveries"`
-	WorkerDropped   uint64 `json:"worker_dropped"`
-	PublishErrors   uint64 `json:"publish_errors"`
+	StoreWrites   uint64 `json:"store_writes"`
+	StoreFailures uint64 `json:"store_write_failures"`
+	StoreFenced   uint64 `json:"store_fenced"`
+	Redeliveries  uint64 `json:"redeliveries"`
+	WorkerDropped uint64 `json:"worker_dropped"`
+	PublishErrors uint64 `json:"publish_errors"`
 	// CPU share of the machine (both cores: 100) this process (worker,
 	// server, subscriber, prober) used during the baseline and the herd.
 	BaselineCPUPercent float64 `json:"baseline_process_cpu_percent"`
@@ -106,9 +109,9 @@ func waitFor(ctx context.Context, what string, cond func() bool) error {
 	return nil
 }
 
-// measureHerd runs a worker as operators do by default (JetStream
-// registry and quiesce stream, store.Open's defaults, the default policy)
-// with QuiesceRate cfg.HerdRate. A prober heartbeats herdProbeKeys
+// measureHerd runs a worker as operators do by default (the store on one
+// JetStream stream, store.Open's defaults, the default policy) with
+// QuiesceRate cfg.HerdRate. A prober heartbeats herdProbeKeys
 // backends every cfg.AdminInterval: first for cfg.HerdBaseline with no
 // herd (the baseline), then while cfg.HerdBackends backends fall due
 // together and leave at the rate. Each of them heartbeated once, asking for
@@ -118,25 +121,21 @@ func waitFor(ctx context.Context, what string, cond func() bool) error {
 func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error) {
 	n := cfg.HerdBackends
 	r := herdResult{Backends: n, QuiesceRate: cfg.HerdRate, Burst: max(cfg.HerdRate/10, 1), IntervalMS: ms(cfg.AdminInterval),
-		Persistence: fmt.Sprintf("JetStream (IDLE_PERSIST=auto): registry bucket %s_<n>, quiesce stream %s_<n> (fresh names) on file storage, store defaults",
-			store.DefaultRegistryBucket, store.DefaultStreamName)}
+		Persistence: fmt.Sprintf("JetStream (IDLE_PERSIST=auto): the store on stream %s_<n> (a fresh name) on file storage, store.Open defaults (%d partitions)",
+			store.DefaultStreamName, store.DefaultPartitions)}
 	if n > r.Burst {
 		r.ExpectedSpreadMS = 1000 * float64(n-r.Burst) / float64(cfg.HerdRate)
 	}
 	subj := bus.MustSubjects(bus.DefaultPrefix)
-	var reg *store.KVRegistry
+	var st *store.Store
 	names := freshStore()
 	defer removeStore(url, names)
 	rw, err := startWorkerWith(url, bus.WorkerConfig{Policy: operatorPolicy(), QuiesceRate: cfg.HerdRate, QueueLength: cfg.QueueLength},
 		func(nc *nats.Conn, wc *bus.WorkerConfig) error {
-			octx, cancel := context.WithTimeout(ctx, waitBound)
-			defer cancel()
-			st, err := store.Open(octx, nc, subj, names, nil)
-			if err != nil {
-				return fmt.Errorf("store: %w", err)
-			}
-			reg, wc.Registry, wc.Publisher = st.Registry, st.Registry, st.Stream
-			return nil
+			var err error
+			st, err = openStore(ctx, nc, names)
+			wc.Store = st
+			return err
 		})
 	if err != nil {
 		return r, err
@@ -159,24 +158,19 @@ func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error
 	}
 	defer pnc.Close()
 
-	// The prober's backends, tracked and stored before anything is measured.
+	// The prober's backends, tracked and stored before anything is
+	// measured: the worker answers each first heartbeat once its record is
+	// stored.
 	probe := make([]string, herdProbeKeys)
 	for i := range probe {
 		probe[i] = subj.Activity("probe." + strconv.Itoa(i))
-		if err := pnc.Publish(probe[i], []byte(herdProbeBody)); err != nil {
-			return r, err
-		}
 	}
-	if err := pnc.FlushTimeout(waitBound); err != nil {
-		return r, err
-	}
-	settled := func(want uint64) func() bool {
-		return func() bool { return reg.Counters().Written >= want && reg.Pending() == 0 }
+	if refused, err := requestAll(ctx, pnc, probe, []byte(herdProbeBody)); err != nil {
+		return r, fmt.Errorf("probe backends: %w", err)
+	} else if refused > 0 {
+		return r, fmt.Errorf("probe backends: %d of %d heartbeats refused", refused, herdProbeKeys)
 	}
 	if err := waitFor(ctx, "probe backends tracked", func() bool { return rw.w.Stats().Running == herdProbeKeys }); err != nil {
-		return r, err
-	}
-	if err := waitFor(ctx, "probe backends stored", settled(herdProbeKeys)); err != nil {
 		return r, err
 	}
 
@@ -185,7 +179,7 @@ func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error
 	for i := range subjects {
 		subjects[i] = subj.Activity("herd." + strconv.Itoa(i))
 	}
-	written0, beats0 := reg.Counters().Written, rw.w.Stats().Heartbeats
+	beats0 := rw.w.Stats().Heartbeats
 	base := time.Now()
 	target := base.Add(cfg.HerdLead + cfg.HerdBaseline)
 	deadlines, err := publishTimed(ctx, pnc, subjects, func(int) time.Time { return target },
@@ -200,16 +194,15 @@ func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error
 	}
 	r.Lateness.DeadlineSpanMS = ms(last.Sub(first))
 
-	// The baseline, once the registry has stored the herd (or when its
-	// time has come), until just before the first deadline.
+	// The baseline, once the store has stored the herd's records (later
+	// than planned if that took longer than the lead), until just before
+	// the first deadline.
 	baselineStart := first.Add(-cfg.HerdBaseline)
-	for !settled(written0+uint64(n))() && time.Now().Before(baselineStart) {
-		if err := ctx.Err(); err != nil {
-			return r, err
-		}
-		time.Sleep(time.Millisecond)
+	sent := time.Now()
+	if err := syncStore(ctx, pnc, subj, st.Partitions(), "herd"); err != nil {
+		return r, err
 	}
-	r.RegistryBacklog = max(0, int64(written0)+int64(n)-int64(reg.Counters().Written))
+	r.CaughtUpMS, r.CaughtUpEarly = ms(time.Since(sent)), time.Now().Before(baselineStart)
 	time.Sleep(time.Until(baselineStart))
 	b0, load := time.Now(), sampleCPU()
 	base0, err := probeFor(ctx, pnc, probe, []byte(herdProbeBody), cfg.AdminInterval, time.Until(first.Add(-herdGuard)))
@@ -271,7 +264,7 @@ func measureHerd(ctx context.Context, url string, cfg config) (herdResult, error
 	got.mu.Unlock()
 	r.SpreadMS, r.PeakPerSecond = arrivalSpread(arrived)
 	s := rw.w.Stats()
-	r.StreamFailures, r.StreamAbandoned, r.Redeliveries = s.StreamFailures, s.StreamAbandoned, s.Redeliveries
+	r.StoreWrites, r.StoreFailures, r.StoreFenced, r.Redeliveries = s.StoreWrites, s.StoreWriteFailures, s.StoreFenced, s.Redeliveries
 	r.WorkerDropped, r.PublishErrors = s.Dropped, s.PublishErrors
 	return r, nil
 }

@@ -19,9 +19,9 @@ func (h *herdResult) judge(add judgeFunc) {
 	spreadOK := l.Count > 0 && math.Abs(h.SpreadMS-h.ExpectedSpreadMS) <= herdSpreadTolerance*max(h.ExpectedSpreadMS, 100)
 	add(name+": emission spread", fmt.Sprintf("%.0f ms ±%.0f%%", h.ExpectedSpreadMS, 100*herdSpreadTolerance),
 		fmt.Sprintf("%.0f ms", h.SpreadMS), spreadOK)
-	bad := l.Early + l.Missing + l.Duplicates + l.Unexpected + int(h.WorkerDropped+h.PublishErrors+h.StreamAbandoned)
+	bad := l.Early + l.Missing + l.Duplicates + l.Unexpected + int(h.WorkerDropped+h.PublishErrors+h.StoreFenced)
 	add(name+": events early/missing/duplicate", "0", fmt.Sprintf("%d early, %d missing, %d duplicate, %d unexpected, %d dropped, %d not sent",
-		l.Early, l.Missing, l.Duplicates, l.Unexpected, h.WorkerDropped, h.PublishErrors+h.StreamAbandoned), bad == 0)
+		l.Early, l.Missing, l.Duplicates, l.Unexpected, h.WorkerDropped, h.PublishErrors+h.StoreFenced), bad == 0)
 	limit := 1.5*h.Baseline.P99MS + 1
 	ok := h.During.Count > 0 && h.Baseline.Count > 0 && h.DuringLost+h.BaselineLost == 0
 	add(name+": heartbeat RTT p99", fmt.Sprintf("<= 1.5 x %.2f + 1 = %.2f ms", h.Baseline.P99MS, limit),
@@ -39,8 +39,12 @@ func (h *herdResult) print(out io.Writer, t *table) {
 		fmt.Sprint(l.Early), fmt.Sprint(l.Missing), fmt.Sprint(l.Duplicates), f2(l.P50MS), f2(l.P99MS), f2(l.MaxMS),
 		count(float64(h.HeldBackMax)), fmt.Sprintf("%d (%.2f)", h.GCCycles, h.GCPauseMS))
 	t.flush()
-	fmt.Fprintf(out, "\nHeartbeat prober (%d backends in turn, one request every %.0f ms): %.1f s without a herd just before (registry backlog then: %d), then from the first deadline to the last event\n\n",
-		herdProbeKeys, h.IntervalMS, h.BaselineSeconds, h.RegistryBacklog)
+	when := "after the start of"
+	if h.CaughtUpEarly {
+		when = "before"
+	}
+	fmt.Fprintf(out, "\nHeartbeat prober (%d backends in turn, one request every %.0f ms): %.1f s without a herd just before (the store had stored the herd's records %.1f ms after its last heartbeat, %s the baseline), then from the first deadline to the last event\n\n",
+		herdProbeKeys, h.IntervalMS, h.BaselineSeconds, h.CaughtUpMS, when)
 	t.row("phase", "heartbeats", "RTT mean ms", "p50 ms", "p99 ms", "max ms", "this process's CPU, % of the machine")
 	for _, p := range []struct {
 		name string
@@ -54,6 +58,6 @@ func (h *herdResult) print(out io.Writer, t *table) {
 	t.row("herd / no herd", "", ratio2(h.During.MeanMS, h.Baseline.MeanMS), ratio2(h.During.P50MS, h.Baseline.P50MS),
 		ratio2(h.During.P99MS, h.Baseline.P99MS), ratio2(h.During.MaxMS, h.Baseline.MaxMS), "")
 	t.flush()
-	fmt.Fprintf(out, "\nAfterwards: %d stream publish failures (%d abandoned), %d redeliveries, %d dropped heartbeats.\n",
-		h.StreamFailures, h.StreamAbandoned, h.Redeliveries, h.WorkerDropped)
+	fmt.Fprintf(out, "\nAfterwards: %d store writes acknowledged, %d failed (each retried), %d fenced; %d redeliveries, %d dropped heartbeats.\n",
+		h.StoreWrites, h.StoreFailures, h.StoreFenced, h.Redeliveries, h.WorkerDropped)
 }

@@ -64,8 +64,8 @@
 //     event (each once, none missing). The backends' idle timeout is an
 //     hour, so only the forced drains fire.
 //
-//  7. Herd. A worker as operators run it by default (JetStream registry and
-//     quiesce stream through store.Open with its defaults; the default
+//  7. Herd. A worker as operators run it by default (the store on one
+//     JetStream stream through store.Open with its defaults; the default
 //     policy) with QuiesceRate -herd-rate tracks -herd-backends backends
 //     that heartbeated once, each asking for the time left until one common
 //     deadline, so that all fall due within a millisecond. A subscriber
@@ -77,23 +77,26 @@
 //     -admin-interval, for -herd-baseline just before the deadlines (the
 //     baseline) and then until the last event.
 //
-//  8. Durable. The default configuration (store.Open's KV registry and
-//     IDLE_QUIESCE stream, as cmd/idle-worker wires them) beside the
-//     memory path (IDLE_PERSIST=off: no Registry, no Publisher), both
-//     with QuiesceRate 0 (unlimited) and the default policy, and the
-//     store's limit, all in the same run: first the limit, a bare
-//     jetstream.PublishMsgAsync publisher (the worker's window) storing
-//     -durable-backends events of 200 bytes with Nats-Msg-Id on
-//     P.quiesce.lim.<i> into a stream made by store.OpenQuiesceStream,
-//     timed until a core subscriber saw the last one; then a burst
-//     (-durable-backends due within -durable-burst) and a spread (within
-//     -durable-spread) on each worker, stamped by a subscriber; then
-//     -durable-register new backends' first heartbeat requests from
-//     -durable-conns connections on each worker, with, on the durable
-//     one, the time from a reply to its record being seen by a watcher of
-//     the bucket (-durable-samples keys); last, the durable worker's Run
-//     is cancelled and a new one started on the same store, timed until
-//     Ready.
+//  8. Durable. The default configuration (store.Open on one stream, as
+//     cmd/idle-worker wires it: WorkerConfig.Store) beside the memory path
+//     (IDLE_PERSIST=off: no Store), both with QuiesceRate 0 (unlimited) and
+//     the default policy, and the store's limit, all in the same run. First
+//     the limit: a stream created by store.Open (so configured exactly as
+//     the worker's: input transform P.store.qout.<p>.<K> -> P.quiesce.<K>,
+//     RePublish to P.quiesce.<K>), into which a bare
+//     jetstream.PublishMsgAsync publisher (the store's window) stores the
+//     burst's -durable-backends events (the worker's JSON for the same
+//     keys) with Nats-Msg-Id, unfenced, on the store's event subjects,
+//     timed until a core subscriber on P.quiesce.> saw the last one. Then a
+//     burst (-durable-backends due within -durable-burst) and a spread
+//     (within -durable-spread) on each worker, stamped by a subscriber.
+//     Then -durable-register new backends' first heartbeat requests from
+//     -durable-conns connections on each worker, each request timed to its
+//     reply (a durable worker answers only once the record is stored, so
+//     answered means durable). Last, the durable worker's Run is cancelled
+//     and a new one started on the same stream, timed until Ready, with
+//     the backends it restored. -durable-parts runs some of these alone
+//     (to profile one, say).
 //
 //  9. Process. The built idle-worker binary (-worker-bin; make bench
 //     builds it first) as operators run it, with its embedded nats-server
@@ -214,12 +217,13 @@ type config struct {
 	DurableLimitRounds int           `json:"durable_limit_rounds"`
 	// DurableRegister is the new backends of the registration and restart
 	// (0: skip them), sent from DurableConns connections with at most
-	// DurableWindow unanswered each; DurableSamples of them are timed from
-	// "answered" to "durable".
+	// DurableWindow unanswered each.
 	DurableRegister int `json:"durable_register"`
 	DurableConns    int `json:"durable_conns"`
 	DurableWindow   int `json:"durable_window"`
-	DurableSamples  int `json:"durable_samples"`
+	// DurableParts lists the durable section's parts to run
+	// (comma-separated names from durablePartNames; empty: all).
+	DurableParts string `json:"durable_parts,omitempty"`
 
 	// WorkerBin is the idle-worker binary the process section runs, with
 	// ProcessBackends new backends (0: skip the section) sent at
@@ -284,7 +288,6 @@ func defaultConfig() config {
 		DurableRegister:    1_000_000,
 		DurableConns:       4,
 		DurableWindow:      1024,
-		DurableSamples:     200,
 		WorkerBin:          "bin/idle-worker",
 		ProcessBackends:    1_000_000,
 		ProcessRate:        workerproc.DefaultRate,
@@ -323,7 +326,6 @@ func quickSizes(c *config) map[string]func() {
 		"durable-spread":       func() { c.DurableSpread = 200 * time.Millisecond },
 		"durable-limit-rounds": func() { c.DurableLimitRounds = 1 },
 		"durable-register":     func() { c.DurableRegister = 2_000 },
-		"durable-samples":      func() { c.DurableSamples = 20 },
 		"process-backends":     func() { c.ProcessBackends = 20_000 },
 		"process-settle":       func() { c.ProcessSettle = 200 * time.Millisecond },
 	}
@@ -370,13 +372,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.DurableRegister, "durable-register", c.DurableRegister, "durable: new backends registered, then restored by a restart (0: skip both)")
 	fs.IntVar(&c.DurableConns, "durable-conns", c.DurableConns, "durable: connections sending the registrations")
 	fs.IntVar(&c.DurableWindow, "durable-window", c.DurableWindow, "durable: most unanswered registrations per connection")
-	fs.IntVar(&c.DurableSamples, "durable-samples", c.DurableSamples, "durable: registrations timed from answered to durable")
 	fs.StringVar(&c.WorkerBin, "worker-bin", c.WorkerBin, "process: the idle-worker binary to run")
 	fs.IntVar(&c.ProcessBackends, "process-backends", c.ProcessBackends, "process: new backends registered, then restored after SIGTERM and after SIGKILL (0: skip the section)")
 	fs.IntVar(&c.ProcessRate, "process-rate", c.ProcessRate, "process: target registrations per second (negative: unpaced)")
 	fs.IntVar(&c.ProcessConns, "process-conns", c.ProcessConns, "process: connections sending the registrations")
 	fs.IntVar(&c.ProcessWindow, "process-window", c.ProcessWindow, "process: most unanswered registrations over every connection")
 	fs.DurationVar(&c.ProcessSettle, "process-settle", c.ProcessSettle, "process: time from the last reply to the second memory reading and SIGTERM")
+	fs.StringVar(&c.DurableParts, "durable-parts", c.DurableParts, "durable: run only these parts, comma-separated: "+strings.Join(durablePartNames(), ", ")+" (empty: all)")
 	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile of the run to this file")
@@ -426,7 +428,7 @@ func (c config) validate() error {
 		return errors.New("-admin-clients, -admin-interval and -admin-phase must be positive")
 	case c.HerdRate <= 0 || c.HerdLead <= 0 || c.HerdBaseline <= herdGuard:
 		return fmt.Errorf("-herd-rate and -herd-lead must be positive, -herd-baseline more than %v", herdGuard)
-	case c.DurableBackends < 0 || c.DurableRegister < 0 || c.DurableSamples < 0:
+	case c.DurableBackends < 0 || c.DurableRegister < 0:
 		return errors.New("-durable sizes must not be negative")
 	case c.DurableBurst <= 0 || c.DurableSpread <= 0 || c.DurableLead <= 0 || c.DurableLimitRounds <= 0 || c.DurableConns <= 0 || c.DurableWindow <= 0:
 		return errors.New("-durable-burst, -durable-spread, -durable-lead, -durable-limit-rounds, -durable-conns and -durable-window must be positive")
@@ -435,10 +437,16 @@ func (c config) validate() error {
 	case c.ProcessRate == 0 || c.ProcessConns <= 0 || c.ProcessWindow < c.ProcessConns:
 		return errors.New("-process-rate must not be 0, -process-conns must be positive and -process-window at least -process-conns")
 	}
-	if c.Only != "" {
-		for name := range strings.SplitSeq(c.Only, ",") {
-			if !slices.Contains(sectionNames(), name) {
-				return fmt.Errorf("-only: unknown section %q; want some of %s", name, strings.Join(sectionNames(), ", "))
+	for _, list := range []struct {
+		flag, value string
+		names       []string
+	}{{"-only", c.Only, sectionNames()}, {"-durable-parts", c.DurableParts, durablePartNames()}} {
+		if list.value == "" {
+			continue
+		}
+		for name := range strings.SplitSeq(list.value, ",") {
+			if !slices.Contains(list.names, name) {
+				return fmt.Errorf("%s: unknown name %q; want some of %s", list.flag, name, strings.Join(list.names, ", "))
 			}
 		}
 	}
@@ -448,6 +456,16 @@ func (c config) validate() error {
 // sectionNames returns the sections -only may name, in the order they run.
 func sectionNames() []string {
 	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable", "process"}
+}
+
+// durablePartNames returns the parts -durable-parts may name, in the order
+// they run.
+func durablePartNames() []string { return []string{"limit", "burst", "spread", "register"} }
+
+// durableRuns reports whether the durable section's part name runs:
+// -durable-parts names it, or is empty.
+func (c config) durableRuns(name string) bool {
+	return c.DurableParts == "" || slices.Contains(strings.Split(c.DurableParts, ","), name)
 }
 
 // runs reports whether section name runs: -only names it, or -only is

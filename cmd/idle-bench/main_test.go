@@ -242,6 +242,18 @@ func TestParseFlags(t *testing.T) {
 		{"process rate 0 is refused", []string{"-process-rate", "0"}, nil, true},
 		{"process unpaced", []string{"-process-rate", "-1"}, func(c config) bool { return c.ProcessRate == -1 }, false},
 		{"process window below the connections", []string{"-process-window", "2", "-process-conns", "4"}, nil, true},
+		{"durable parts", []string{"-durable-parts", "burst,register"}, func(c config) bool {
+			return c.durableRuns("burst") && c.durableRuns("register") && !c.durableRuns("limit") && !c.durableRuns("spread")
+		}, false},
+		{"no durable parts runs them all", nil, func(c config) bool {
+			for _, name := range durablePartNames() {
+				if !c.durableRuns(name) {
+					return false
+				}
+			}
+			return true
+		}, false},
+		{"an unknown durable part", []string{"-durable-parts", "burst,bogus"}, nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args, new(bytes.Buffer))
@@ -333,12 +345,17 @@ func TestRunQuick(t *testing.T) {
 			t.Errorf("durable: got %d burst, %d spread, %d registration measurements; want 2 each", len(d.Burst), len(d.Spread), len(d.Register))
 		}
 		for _, reg := range d.Register {
-			if reg.Tracked != int64(cfg.DurableRegister) || reg.PerSecond <= 0 {
-				t.Errorf("durable registration %s: got %+v; want %d tracked", reg.Path, reg, cfg.DurableRegister)
+			if reg.Tracked != int64(cfg.DurableRegister) || reg.PerSecond <= 0 || reg.Reply.Count != cfg.DurableRegister || reg.Refused != 0 {
+				t.Errorf("durable registration %s: got %+v; want %d tracked, each reply timed, none refused", reg.Path, reg, cfg.DurableRegister)
 			}
 		}
-		if len(d.Register) == 2 && (d.Register[1].Durable.Count != d.Register[1].Samples || d.Register[1].Samples == 0) {
-			t.Errorf("durable registration: got %+v; want every sample seen durable", d.Register[1])
+		if len(d.Register) == 2 && d.Register[1].StoreWrites == 0 {
+			t.Errorf("durable registration: got %+v; want store writes counted", d.Register[1])
+		}
+		for _, p := range d.Burst[1:] {
+			if p.CaughtUpMS <= 0 || p.StoreWrites == 0 || p.StoreFenced != 0 {
+				t.Errorf("durable burst %s: got %+v; want the store caught up, writes counted, none fenced", p.Path, p)
+			}
 		}
 		if rs := d.Restart; rs == nil || rs.Restored != int64(cfg.DurableRegister) || rs.ReadyMS <= 0 {
 			t.Errorf("durable restart: got %+v; want %d restored", rs, cfg.DurableRegister)
