@@ -50,7 +50,7 @@ func durableFixture() durableResult {
 		return durableTimely{Backends: 50_000, PerSecond: perSecond, Lateness: latencySummary{Count: 50_000, P99MS: p99, MaxMS: maxMS}}
 	}
 	return durableResult{
-		Limit:  limitResult{Events: 50_000, PerSecond: 100_000},
+		Limit:  limitResult{Events: 50_000, Rounds: 1, PerSecond: 100_000},
 		Burst:  []durableTimely{timely(400_000, 30, 35), timely(90_000, 600, 650)},
 		Spread: []durableTimely{timely(50_000, 5, 9), timely(50_000, 10, 40)},
 		Register: []registerResult{
@@ -102,6 +102,28 @@ func TestDurableJudge(t *testing.T) {
 				t.Errorf("missed %q; want only one containing %q", missed, tt.missed)
 			}
 		})
+	}
+}
+
+// TestDurableJudgeWithoutLimit: when -durable-parts leaves the limit out,
+// the burst's two targets relative to it are not judged; the rest are.
+func TestDurableJudgeWithoutLimit(t *testing.T) {
+	d := durableFixture()
+	d.Limit = limitResult{}
+	var names, missed []string
+	d.judge(func(name, _, _ string, met bool) {
+		names = append(names, name)
+		if !met {
+			missed = append(missed, name)
+		}
+	})
+	if len(names) != 9 || len(missed) > 0 {
+		t.Errorf("got targets %q, missed %q; want 9, all met", names, missed)
+	}
+	for _, name := range names {
+		if strings.Contains(name, "limit") || strings.Contains(name, "burst") && strings.Contains(name, "p99") {
+			t.Errorf("judged %q without a limit", name)
+		}
 	}
 }
 

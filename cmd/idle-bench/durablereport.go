@@ -46,15 +46,16 @@ func paths[T any](p []T) (mem, dur T, ok bool) {
 func (d *durableResult) judge(add judgeFunc) {
 	if mem, dur, ok := paths(d.Burst); ok {
 		name := fmt.Sprintf("durable burst (%s due within %.0f ms)", count(float64(dur.Backends)), d.BurstMS)
-		share := dur.PerSecond / math.Max(d.Limit.PerSecond, 1e-9)
-		limitOK := d.Limit.PerSecond > 0
-		add(name+": events/s durable / limit", fmt.Sprintf(">= %.2f", burstRateShare),
-			fmt.Sprintf("%.2f (%s / %s; memory %s)", share, count(dur.PerSecond), count(d.Limit.PerSecond), count(mem.PerSecond)),
-			limitOK && dur.Lateness.Count > 0 && share >= burstRateShare)
-		lim := burstP99OverLimit * d.limitBurstMS(dur.Backends)
 		l := dur.Lateness
-		add(name+": durable p99", fmt.Sprintf("<= %.2f x %.0f = %.0f ms", burstP99OverLimit, d.limitBurstMS(dur.Backends), lim),
-			fmt.Sprintf("%.0f ms (memory %.0f ms)", l.P99MS, mem.Lateness.P99MS), l.Count > 0 && lim > 0 && l.P99MS <= lim)
+		if d.Limit.Rounds > 0 { // not when -durable-parts left the limit out
+			share := dur.PerSecond / math.Max(d.Limit.PerSecond, 1e-9)
+			add(name+": events/s durable / limit", fmt.Sprintf(">= %.2f", burstRateShare),
+				fmt.Sprintf("%.2f (%s / %s; memory %s)", share, count(dur.PerSecond), count(d.Limit.PerSecond), count(mem.PerSecond)),
+				d.Limit.PerSecond > 0 && l.Count > 0 && share >= burstRateShare)
+			lim := burstP99OverLimit * d.limitBurstMS(dur.Backends)
+			add(name+": durable p99", fmt.Sprintf("<= %.2f x %.0f = %.0f ms", burstP99OverLimit, d.limitBurstMS(dur.Backends), lim),
+				fmt.Sprintf("%.0f ms (memory %.0f ms)", l.P99MS, mem.Lateness.P99MS), l.Count > 0 && lim > 0 && l.P99MS <= lim)
+		}
 		add(name+": durable max", fmt.Sprintf("<= p99 + %d = %.0f ms", burstMaxOverP99MS, l.P99MS+burstMaxOverP99MS),
 			fmt.Sprintf("%.0f ms", l.MaxMS), l.Count > 0 && l.MaxMS <= l.P99MS+burstMaxOverP99MS)
 		add(name+": durable events early/missing/duplicate", "0", eventFaults(dur), eventFaultCount(dur) == 0)
