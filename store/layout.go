@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/partition"
 )
 
 // DefaultStreamName is the one stream of a prefix: claims, the registry's
@@ -76,6 +77,14 @@ func (l layout) hwm() string { return l.base + "hwm" }
 // it as P.quiesce.<key> and republishes it there once stored.
 func (l layout) event(p int, key string) string {
 	return l.base + eventTransform + "." + strconv.Itoa(p) + "." + key
+}
+
+// EventSubject is the subject the store publishes key's quiesce event on,
+// for a stream of the given partition count: the stream stores it as
+// P.quiesce.<key> and republishes it there. Benchmarks use it to publish
+// exactly as the store does.
+func EventSubject(s bus.Subjects, partitions int, key string) string {
+	return newLayout(s).event(partition.Of(key, partitions), key)
 }
 
 // streamConfig is the one stream of the prefix. Events come in on

@@ -114,9 +114,9 @@ type Store struct {
 }
 
 // Open checks that the server offers JetStream (an error wrapping
-// ErrNoJetStream when it does not), creates the stream or updates it in
-// place (a v1 IDLE_QUIESCE keeps its events and consumers), and claims
-// every partition. Load then reads the registry.
+// ErrNoJetStream when it does not) and creates the stream or updates it in
+// place (a v1 IDLE_QUIESCE keeps its events and consumers). Load then
+// claims every partition and reads what the stream holds.
 func Open(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg Config) (*Store, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = DefaultStreamName

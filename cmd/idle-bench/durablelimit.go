@@ -14,7 +14,6 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
-	"github.com/idle-worker/idle-worker/partition"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -92,19 +91,10 @@ func limitEvents(subj bus.Subjects, n, parts int) ([]*nats.Msg, float64) {
 		}
 		body := ev.AppendJSON(nil)
 		total += len(body)
-		msgs[i] = &nats.Msg{Subject: storeEventSubject(subj, parts, key), Data: body,
+		msgs[i] = &nats.Msg{Subject: store.EventSubject(subj, parts, key), Data: body,
 			Header: nats.Header{bus.HeaderMsgID: []string{ev.ID}}}
 	}
 	return msgs, float64(total) / float64(max(n, 1))
-}
-
-// storeEventSubject is the subject package store publishes key's event on
-// (its layout.event, unexported): the stream's input transform stores it
-// as P.quiesce.<key> and republishes it there. Were it wrong, the stream
-// would store the events under it as they are and republish none: the
-// limit's subscriber would miss every one.
-func storeEventSubject(subj bus.Subjects, parts int, key string) string {
-	return subj.Prefix() + ".store.qout." + strconv.Itoa(partition.Of(key, parts)) + "." + key
 }
 
 // limitRound is one round of measureLimit: a fresh stream made by
