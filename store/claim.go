@@ -55,7 +55,7 @@ func (s *Store) claimOne(ctx context.Context, p int) error {
 		return err
 	}
 	s.mu.Lock()
-	s.parts[p].token, s.parts[p].lost = seq, false
+	s.setToken(p, seq)
 	s.mu.Unlock()
 	return nil
 }

@@ -15,6 +15,9 @@ import (
 // part is one partition as its owner keeps it; guarded by Store.mu.
 type part struct {
 	token uint64 // the sequence of this worker's claim; 0: not claimed
+	// fenceSeq and fenceSubj are the fence headers' values for token,
+	// rendered once per claim and shared by every write (read-only).
+	fenceSeq, fenceSubj []string
 	lost  bool   // another worker's claim fenced this one out
 	recs  map[string]value
 	lsn   uint64 // the last lsn handed out
@@ -65,8 +68,15 @@ func (s *Store) partOf(key string) int { return partition.Of(key, s.cfg.Partitio
 // fence adds the headers that make the server refuse w unless p's last
 // claim is still this worker's.
 func (s *Store) fence(h nats.Header, p int) {
-	h[hdrExpectSeq] = []string{strconv.FormatUint(s.parts[p].token, 10)}
-	h[hdrExpectSubj] = []string{s.l.own(p)}
+	pt := s.parts[p]
+	h[hdrExpectSeq], h[hdrExpectSubj] = pt.fenceSeq, pt.fenceSubj
+}
+
+// setToken makes token partition p's owner token. Under Store.mu.
+func (s *Store) setToken(p int, token uint64) {
+	pt := s.parts[p]
+	pt.token, pt.lost = token, false
+	pt.fenceSeq, pt.fenceSubj = []string{strconv.FormatUint(token, 10)}, []string{s.l.own(p)}
 }
 
 // Put implements bus.Store: rec is written to its partition's log with the
