@@ -271,6 +271,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	summary := time.NewTicker(w.cfg.SummaryInterval)
 	defer summary.Stop()
 	w.publishGauges()
+	w.rearm() // restored backends are due with no message arriving
 	close(w.ready)
 	w.log.Info("worker ready", "prefix", w.subj.Prefix(), "default_timeout", w.defTO, "max_timeout", w.cfg.MaxTimeout)
 

@@ -79,18 +79,19 @@ func TestApplyKeepsHighestLSN(t *testing.T) {
 	rec := func(gen uint64) *coordinator.Record {
 		return &coordinator.Record{Key: "k", IdleTimeout: time.Second, State: coordinator.Running, Generation: gen}
 	}
-	p := &part{recs: map[string]value{}}
+	s := testStore(1)
+	p := s.parts[0]
 	var b []byte
 	b = appendUpsert(b, 5, rec(5))
 	b = appendDelete(b, 7, "k")
 	b = appendUpsert(b, 6, rec(6))
-	if _, err := applyEntries(p, b, false); err != nil {
+	if _, err := s.applyEntries(0, b, false); err != nil {
 		t.Fatal(err)
 	}
 	if v := p.recs["k"]; !v.tombstone() || v.lsn() != 7 || p.lsn != 7 {
 		t.Fatalf("after upsert 5, delete 7, upsert 6: %+v (lsn %d); want the tombstone of 7", v, p.lsn)
 	}
-	if _, err := applyEntries(p, appendUpsert(nil, 8, rec(8)), false); err != nil {
+	if _, err := s.applyEntries(0, appendUpsert(nil, 8, rec(8)), false); err != nil {
 		t.Fatal(err)
 	}
 	if v := p.recs["k"]; v.gen != 8 {
@@ -106,11 +107,12 @@ func FuzzDecodeEntries(f *testing.F) {
 	f.Add([]byte{1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte{2, 1, 3, 'a', '.', 'b'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p := &part{recs: map[string]value{}}
-		_, _ = applyEntries(p, data, false)
+		s := testStore(4)
+		p := s.parts[1]
+		_, _ = s.applyEntries(1, data, false)
 		for key, v := range p.recs {
-			if bus.ValidateKey(key) != nil {
-				t.Fatalf("kept invalid key %q", key)
+			if bus.ValidateKey(key) != nil || s.partOf(key) != 1 {
+				t.Fatalf("kept invalid key %q (partition %d of 4, applied to 1)", key, s.partOf(key))
 			}
 			if v.tombstone() {
 				continue
@@ -140,8 +142,7 @@ func FuzzEventRecord(f *testing.F) {
 		if bus.ValidateKey(key) != nil {
 			return
 		}
-		s := &Store{cfg: Config{Partitions: 4}, l: newLayout(bus.MustSubjects("idle"))}
-		s.parts = []*part{{recs: map[string]value{}}, {recs: map[string]value{}}, {recs: map[string]value{}}, {recs: map[string]value{}}}
+		s := testStore(4)
 		err := s.applyTail(s.l.subj.Quiesce(key), header, []byte("{}"), 10, make([]uint64, 4))
 		n := 0
 		for _, p := range s.parts {
@@ -200,5 +201,27 @@ func TestMergeSorted(t *testing.T) {
 		if len(out) != want || !slices.IsSortedFunc(out, byKey) {
 			t.Errorf("mergeSorted(%v) = %v", runs, out)
 		}
+	}
+}
+
+// testStore is a Store with n empty partitions and no connection, for the
+// decoding paths.
+func testStore(n int) *Store {
+	s := &Store{cfg: Config{Partitions: n}, l: newLayout(bus.MustSubjects("idle"))}
+	for range n {
+		s.parts = append(s.parts, &part{recs: map[string]value{}})
+	}
+	return s
+}
+
+// TestApplyRefusesMisplacedKeys: an entry of a key of another partition is
+// refused, not applied.
+func TestApplyRefusesMisplacedKeys(t *testing.T) {
+	s := testStore(4)
+	key := "misplaced.key"
+	other := (s.partOf(key) + 1) % 4
+	_, err := s.applyEntries(other, appendUpsert(nil, 1, &coordinator.Record{Key: key, IdleTimeout: time.Second, State: coordinator.Running, Generation: 1}), false)
+	if !errors.Is(err, ErrCorrupt) || len(s.parts[other].recs) != 0 {
+		t.Fatalf("applying %q to partition %d: %v, %d records; want ErrCorrupt and none", key, other, err, len(s.parts[other].recs))
 	}
 }

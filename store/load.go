@@ -215,7 +215,7 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 			skipped++
 			continue
 		}
-		n, err := applyEntries(pt, cm.Data, false)
+		n, err := s.applyEntries(p, cm.Data, false)
 		if err != nil {
 			s.log.Error("snapshot chunk corrupt; the rest of it is skipped", "partition", p, "snapshot", m.ID, "chunk", c, "read", n, "error", err)
 			skipped++
@@ -240,11 +240,15 @@ func plainID(id string) bool {
 	return true
 }
 
-// applyEntries applies the entries of data to p: per key, the entry with
-// the highest lsn wins; a delete leaves a tombstone until settle. It
-// returns how many entries it applied, and the error that stopped it.
-// onlyDrained refuses entries other than Draining upserts (an event's).
-func applyEntries(p *part, data []byte, onlyDrained bool) (int, error) {
+// applyEntries applies the entries of data to partition pi: per key, the
+// entry with the highest lsn wins; a delete leaves a tombstone until
+// settle. It returns how many entries it applied, and the error that
+// stopped it: an entry that does not decode, or one of a key of another
+// partition (the store never writes one there: applied, it would outlive
+// the key's deletion, which goes to the key's own partition). onlyDrained
+// refuses entries other than Draining upserts (an event's).
+func (s *Store) applyEntries(pi int, data []byte, onlyDrained bool) (int, error) {
+	p := s.parts[pi]
 	n := 0
 	for len(data) > 0 {
 		e, rest, err := decodeEntry(data)
@@ -253,6 +257,9 @@ func applyEntries(p *part, data []byte, onlyDrained bool) (int, error) {
 		}
 		if onlyDrained && (e.delete || e.rec.State != coordinator.Draining) {
 			return n, fmt.Errorf("%w: an event's record is not a draining one", ErrCorrupt)
+		}
+		if s.partOf(e.rec.Key) != pi {
+			return n, fmt.Errorf("%w: %q is not a key of partition %d", ErrCorrupt, e.rec.Key, pi)
 		}
 		data = rest
 		n++
@@ -348,7 +355,7 @@ func (s *Store) applyTail(subject, record string, data []byte, seq uint64, cover
 		if seq <= covers[p] {
 			return nil
 		}
-		_, err = applyEntries(s.parts[p], data, false)
+		_, err = s.applyEntries(p, data, false)
 		return err
 	}
 	key, ok := s.l.subj.QuiesceKey(subject)
@@ -373,7 +380,7 @@ func (s *Store) applyTail(subject, record string, data []byte, seq uint64, cover
 	if len(rest) != 0 || e.rec.Key != key {
 		return fmt.Errorf("%w: event record not of its own key", ErrCorrupt)
 	}
-	_, err = applyEntries(s.parts[p], raw, true)
+	_, err = s.applyEntries(p, raw, true)
 	return err
 }
 

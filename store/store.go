@@ -151,7 +151,7 @@ func Open(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg Config)
 		log:      cfg.Logger.With("component", "store"),
 		why:      lograte.New(time.Second, nil),
 		inbox:    nc.NewRespInbox(),
-		run:      nuid.Next()[:8],
+		run:      nuid.Next(), // per Store: a reopened store in one process must not repeat it
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),

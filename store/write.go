@@ -18,9 +18,9 @@ type part struct {
 	// fenceSeq and fenceSubj are the fence headers' values for token,
 	// rendered once per claim and shared by every write (read-only).
 	fenceSeq, fenceSubj []string
-	lost  bool   // another worker's claim fenced this one out
-	recs  map[string]value
-	lsn   uint64 // the last lsn handed out
+	lost                bool // another worker's claim fenced this one out
+	recs                map[string]value
+	lsn                 uint64 // the last lsn handed out
 
 	buf     []byte        // log entries not yet written
 	bufAt   time.Time     // when buf got its first entry
