@@ -15,7 +15,7 @@ func TestBinaryArgs(t *testing.T) {
 	// A wrongly started worker would fail on this URL, with status 1.
 	dead := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
 	usage := []string{"Usage: idle-worker", "IDLE_NATS_URL (default: empty)", "IDLE_EMBEDDED_LISTEN (default: 127.0.0.1:4222)",
-		"IDLE_HTTP_ADDR (default: 127.0.0.1:9464)", "IDLE_NATS_TLS_KEY (default: empty)", "JetStream KV bucket of the registry."}
+		"IDLE_HTTP_ADDR (default: 127.0.0.1:9464)", "IDLE_NATS_TLS_KEY (default: empty)", "longer read (delete it with nats kv del)."}
 	version := []string{"idle-worker 0."}
 	tests := []struct {
 		name       string

@@ -238,6 +238,7 @@ func (l *chaosLoad) halt() {
 type chaosEvent struct {
 	bus.QuiesceEvent
 	arrived time.Time
+	msgID   string // its Nats-Msg-Id
 }
 
 // chaosEvents records every quiesce event a core subscription receives.
@@ -259,10 +260,10 @@ func chaosCollect(t *testing.T, nc *nats.Conn) *chaosEvents {
 		switch {
 		case err != nil:
 			c.bad = append(c.bad, fmt.Sprintf("%s: %v", m.Data, err))
-		case m.Header.Get(bus.HeaderMsgID) != ev.ID || m.Subject != prefix+".quiesce."+ev.Key:
+		case !msgIDMatches(m.Header.Get(bus.HeaderMsgID), ev.ID, ev.Attempt, viaStore(m)) || m.Subject != prefix+".quiesce."+ev.Key:
 			c.bad = append(c.bad, fmt.Sprintf("%s on %s with Nats-Msg-Id %q", m.Data, m.Subject, m.Header.Get(bus.HeaderMsgID)))
 		default:
-			c.evs = append(c.evs, chaosEvent{QuiesceEvent: ev, arrived: now})
+			c.evs = append(c.evs, chaosEvent{QuiesceEvent: ev, arrived: now, msgID: m.Header.Get(bus.HeaderMsgID)})
 		}
 	})
 	if err != nil {
@@ -340,31 +341,22 @@ func chaosStats(t *testing.T, nc *nats.Conn) bus.Stats {
 	return s
 }
 
-// chaosWaitStored waits until the registry bucket holds n backend records
-// (and its two meta entries), so a crash cannot lose a registration.
+// chaosWaitStored waits until the store holds n backend records, so a
+// crash cannot lose a registration.
 func chaosWaitStored(t *testing.T, nc *nats.Conn, n int) {
 	t.Helper()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("jetstream: %v", err)
-	}
-	var got uint64
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if kv, err := js.KeyValue(ctx, store.DefaultRegistryBucket); err == nil {
-			if st, err := kv.Status(ctx); err == nil {
-				got = st.Values()
-			}
+	v := openStoreView(t, nc)
+	got := 0
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if recs, ok := v.records(); ok {
+			got = len(recs)
 		}
-		cancel()
-		if got >= uint64(n+2) {
+		if got >= n {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("registry: got %d entries after 20s; want %d records and 2 meta entries", got, n)
+			t.Fatalf("store: got %d records after 20s; want %d", got, n)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -443,7 +435,7 @@ func TestChaosWorkerKill(t *testing.T) {
 	})
 	chaosWaitStored(t, nc, n)
 	// Kill as soon as the first drains arrive, while the worker is still
-	// publishing events and queuing their registry writes.
+	// publishing events (each stored with its record).
 	chaosWait(t, 10*time.Second, "first quiesce event", func() bool { return len(events.byKey(time.Now())) > 0 })
 	chaosKill(t, w1)
 	killed := time.Now()
@@ -576,7 +568,7 @@ func TestChaosServerOutage(t *testing.T) {
 		}
 		for _, ev := range evs {
 			if ev.At.Before(windowEnd) {
-				all[key] = append(all[key], chaosEvent{QuiesceEvent: ev})
+				all[key] = append(all[key], chaosEvent{QuiesceEvent: ev.QuiesceEvent})
 			}
 		}
 	}
@@ -608,11 +600,18 @@ func TestChaosServerOutage(t *testing.T) {
 	}
 }
 
-// chaosStored reads every event in the quiesce stream through an ordered
-// consumer of its own and returns them by key, in the order read. With
+// chaosStoredEvent is an event read from the stream, with its Nats-Msg-Id.
+type chaosStoredEvent struct {
+	bus.QuiesceEvent
+	msgID string
+}
+
+// chaosStored reads the events in the store's stream through an ordered
+// consumer of its own, until it has caught up, and returns them by key, in
+// the order read. With
 // durable set, it reads through that existing durable consumer instead,
 // acknowledging each event, as a broker does.
-func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]bus.QuiesceEvent {
+func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]chaosStoredEvent {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -624,13 +623,15 @@ func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]bus.Q
 	if durable != "" {
 		cons, err = js.Consumer(ctx, store.DefaultStreamName, durable)
 	} else {
-		cons, err = js.OrderedConsumer(ctx, store.DefaultStreamName, jetstream.OrderedConsumerConfig{})
+		cons, err = js.OrderedConsumer(ctx, store.DefaultStreamName, jetstream.OrderedConsumerConfig{FilterSubjects: []string{prefix + ".quiesce.>"}})
 	}
 	if err != nil {
 		t.Fatalf("consumer of %s: %v", store.DefaultStreamName, err)
 	}
-	out := map[string][]bus.QuiesceEvent{}
-	// Read until the consumer has had nothing for a second.
+	out := map[string][]chaosStoredEvent{}
+	// Read until the consumer has caught up (a message with nothing
+	// pending after it: re-sends keep coming while drains go
+	// unacknowledged), or has had nothing for a second.
 	for deadline := time.Now().Add(20 * time.Second); ; {
 		if time.Now().After(deadline) {
 			t.Fatalf("consumer still delivering after 20s")
@@ -639,14 +640,17 @@ func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]bus.Q
 		if err != nil {
 			t.Fatalf("fetch: %v", err)
 		}
-		got := 0
+		got, caughtUp := 0, false
 		for m := range batch.Messages() {
 			got++
+			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+				caughtUp = true
+			}
 			ev, err := bus.ParseQuiesceEvent(m.Data())
 			if err != nil {
 				t.Fatalf("stored event %s: %v", m.Data(), err)
 			}
-			out[ev.Key] = append(out[ev.Key], ev)
+			out[ev.Key] = append(out[ev.Key], chaosStoredEvent{QuiesceEvent: ev, msgID: m.Headers().Get(bus.HeaderMsgID)})
 			if durable != "" {
 				if err := m.Ack(); err != nil {
 					t.Fatalf("ack: %v", err)
@@ -656,16 +660,18 @@ func chaosStored(t *testing.T, nc *nats.Conn, durable string) map[string][]bus.Q
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
 			t.Fatalf("fetch: %v", err)
 		}
-		if got == 0 {
+		if got == 0 || caughtUp {
 			return out
 		}
 	}
 }
 
-// A broker with a durable consumer on the quiesce stream is offline while
+// A broker with a durable consumer on the store's stream is offline while
 // 200 of 400 backends are drained and re-sent their events, and while the
-// worker is killed and restarted; when it comes back it reads every drain
-// exactly once: one message per id, one id per key, no id for two keys.
+// worker is killed and restarted; when it comes back it reads every drain,
+// each emission once: one message per Nats-Msg-Id, one first emission per
+// id, one id per key, no id for two keys; and what it reads is what live
+// subscribers saw, neither more nor less.
 func TestChaosBrokerCatchUp(t *testing.T) {
 	t.Parallel()
 	const (
@@ -726,13 +732,23 @@ func TestChaosBrokerCatchUp(t *testing.T) {
 
 	// The broker comes back and catches up.
 	bnc := chaosConnect(t, srv.url)
-	delivered := 0
-	byID := map[string][]string{} // id -> keys
+	seenBefore := events.byKey(time.Now())
+	delivered, firsts := 0, 0
+	byID := map[string][]string{} // id -> keys of its first emissions
+	msgIDs := map[string]int{}    // Nats-Msg-Id -> messages stored
 	stored := chaosStored(t, bnc, "broker")
+	badIDs := 0
 	for key, evs := range stored {
 		for _, ev := range evs {
 			delivered++
-			byID[ev.ID] = append(byID[ev.ID], key)
+			msgIDs[ev.msgID]++
+			if !msgIDMatches(ev.msgID, ev.ID, ev.Attempt, true) {
+				badIDs++
+			}
+			if ev.Attempt == 1 {
+				firsts++
+				byID[ev.ID] = append(byID[ev.ID], key)
+			}
 		}
 	}
 	for _, k := range quiet {
@@ -748,33 +764,71 @@ func TestChaosBrokerCatchUp(t *testing.T) {
 	})
 	load.halt()
 
+	// Live subscribers saw every stored event (once it was stored) and
+	// nothing else: what they saw before the broker read is stored, and
+	// what the broker read reaches them.
+	unstored, unseen := 0, 0
+	for _, evs := range seenBefore {
+		for _, ev := range evs {
+			if msgIDs[ev.msgID] == 0 {
+				unstored++
+			}
+		}
+	}
+	chaosWait(t, bound, "every stored event seen live", func() bool {
+		live := map[string]bool{}
+		for _, evs := range events.byKey(time.Now()) {
+			for _, ev := range evs {
+				live[ev.msgID] = true
+			}
+		}
+		unseen = 0
+		for id := range msgIDs {
+			if !live[id] {
+				unseen++
+			}
+		}
+		return unseen == 0
+	})
+
 	all := map[string][]chaosEvent{}
 	for key, evs := range stored {
 		for _, ev := range evs {
-			all[key] = append(all[key], chaosEvent{QuiesceEvent: ev})
+			all[key] = append(all[key], chaosEvent{QuiesceEvent: ev.QuiesceEvent})
 		}
 	}
 	drained, falseDrains, lost, idChanges := chaosTally(all, quiet, busy)
-	shared := 0
+	shared, twice := 0, 0
 	for _, ks := range byID {
 		if len(ks) > 1 {
 			shared++
+		}
+	}
+	for _, n := range msgIDs {
+		if n > 1 {
+			twice++
 		}
 	}
 	sent := 0
 	for _, evs := range events.byKey(time.Now()) {
 		sent += len(evs)
 	}
-	t.Logf("backends %d (busy %d, quiet %d), drained %d (distinct ids %d, delivered %d, events published %d), false drains %d, lost %d",
-		n, len(busy), len(quiet), drained, len(byID), delivered, sent, falseDrains, lost)
+	t.Logf("backends %d (busy %d, quiet %d), drained %d (distinct ids %d, first emissions delivered %d, delivered %d, events seen live %d), false drains %d, lost %d",
+		n, len(busy), len(quiet), drained, len(byID), firsts, delivered, sent, falseDrains, lost)
 	if lost != 0 || falseDrains != 0 {
 		t.Errorf("got %d lost and %d false drains; want 0 and 0", lost, falseDrains)
 	}
-	if len(byID) != drained || delivered != len(byID) || shared != 0 || idChanges != 0 {
-		t.Errorf("broker: got %d distinct ids for %d drained backends, %d deliveries, %d ids of two keys, %d keys with two ids; want %d ids, each delivered once, for one key each",
-			len(byID), drained, delivered, shared, idChanges, drained)
+	if len(byID) != drained || firsts != len(byID) || shared != 0 || idChanges != 0 {
+		t.Errorf("broker: got %d distinct ids for %d drained backends, %d first emissions, %d ids of two keys, %d keys with two ids; want %d ids, each first sent once, for one key each",
+			len(byID), drained, firsts, shared, idChanges, drained)
 	}
-	if sent <= len(byID) {
-		t.Errorf("events published: got %d for %d ids; want re-sends (the test must exercise de-duplication)", sent, len(byID))
+	if twice != 0 || badIDs != 0 {
+		t.Errorf("broker: got %d Nats-Msg-Ids delivered more than once and %d not of their event; want 0 and 0", twice, badIDs)
+	}
+	if unstored != 0 || unseen != 0 {
+		t.Errorf("got %d events seen live but not stored, %d stored but not seen live; want 0 and 0", unstored, unseen)
+	}
+	if delivered <= len(byID) {
+		t.Errorf("events delivered: got %d for %d ids; want re-sends (the test must exercise them)", delivered, len(byID))
 	}
 }

@@ -302,8 +302,9 @@ type event struct {
 
 // nextEvent waits up to timeout for a quiesce event on sub, and checks it
 // against the contract of subjects.md: exactly the documented members with
-// their types, `at` in RFC 3339 UTC, a Nats-Msg-Id header equal to the id,
-// and the subject P.quiesce.<key>.
+// their types, `at` in RFC 3339 UTC, a Nats-Msg-Id header equal to the id
+// (<id>.<attempt>.<run> for a re-send through the store), and the subject
+// P.quiesce.<key>.
 func nextEvent(t *testing.T, sub *nats.Subscription, timeout time.Duration) event {
 	t.Helper()
 	return nextEventPrefix(t, sub, prefix, timeout)
@@ -351,8 +352,8 @@ func checkEvent(t *testing.T, m *nats.Msg, pfx string, arrived time.Time) event 
 	if ev.ID == "" {
 		t.Errorf("quiesce event %s: got an empty id; want one", m.Data)
 	}
-	if got := m.Header.Get(bus.HeaderMsgID); got != ev.ID {
-		t.Errorf("quiesce event header Nats-Msg-Id: got %q; want the body id %q", got, ev.ID)
+	if got := m.Header.Get(bus.HeaderMsgID); !msgIDMatches(got, ev.ID, *raw.Attempt, viaStore(m)) {
+		t.Errorf("quiesce event header Nats-Msg-Id: got %q; want the body id %q (or %s.%d.<run> for a re-send through the store)", got, ev.ID, ev.ID, *raw.Attempt)
 	}
 	if want := pfx + ".quiesce." + ev.Key; m.Subject != want {
 		t.Errorf("quiesce event subject: got %q; want %q", m.Subject, want)
@@ -380,6 +381,10 @@ func checkEvent(t *testing.T, m *nats.Msg, pfx string, arrived time.Time) event 
 	}
 	return ev
 }
+
+// viaStore reports whether m was republished by the store's stream, which
+// adds the Nats-Stream header.
+func viaStore(m *nats.Msg) bool { return m.Header.Get("Nats-Stream") != "" }
 
 // checkTiming fails unless a quiesce that arrived at arrived, for a backend
 // whose last heartbeat was sent at sent, came neither before timeout nor

@@ -1,15 +1,14 @@
 package integration
 
 import (
-	"context"
-	"errors"
+	"maps"
 	"testing"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
+	"github.com/idle-worker/idle-worker/partition"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -17,10 +16,12 @@ import (
 // backend of instance dev-7 may publish only dev-7's subjects, but the
 // worker replies with its own permissions wherever a request's reply subject
 // points: before the reply filter, a state report with reply
-// idle.state.dev-8.… removed a dev-8 backend, and one with reply
-// $KV.idle_registry.… wrote into the worker's own registry. Each such
-// message is still applied (it is the sender's own backend) but not
-// answered, and counted as bad_reply.
+// idle.state.dev-8.… removed a dev-8 backend, and one with a reply into the
+// worker's own store (its log, high-water mark or id under idle.store., or
+// the JetStream API) would have written there. Each such message is still
+// applied (it is the sender's own backend) but not answered, and counted as
+// bad_reply: the worker publishes nothing on those subjects, and the
+// store's stream is left as it was.
 func TestSecConfReplyInjection(t *testing.T) {
 	st := newSecSetup(t)
 	const key7, key8 = "dev-7.gopls.1.aa", "dev-8.gopls.1.bb"
@@ -29,38 +30,66 @@ func TestSecConfReplyInjection(t *testing.T) {
 	quiesce8 := subscribe(t, st.broker8.Conn, prefix+".quiesce.dev-8.>")
 	base := st.worker.Stats()
 
-	attacks := []struct {
+	type attack struct {
 		name    string
 		from    *secConn
 		subject string
 		body    string
 		reply   string
-	}{
+	}
+	send := func(attacks []attack) {
+		t.Helper()
+		for _, a := range attacks {
+			if err := a.from.PublishMsg(&nats.Msg{Subject: a.subject, Reply: a.reply, Data: []byte(a.body)}); err != nil {
+				t.Fatalf("%s: publish: %v", a.name, err)
+			}
+		}
+		for _, c := range []*secConn{st.broker7, st.backend7} {
+			if err := c.FlushTimeout(bound); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The server routed every attack to the worker before this request,
+		// and the worker applies messages in order: once it answers, it has
+		// handled them all, and published whatever it would publish for
+		// them.
+		heartbeat(t, st.backend7.Conn, key7, "")
+	}
+	routed := []attack{
 		{"state report answered on another instance's state subject", st.broker7,
 			prefix + ".state." + key7, `{"state":"draining"}`, prefix + ".state." + key8},
 		{"heartbeat answered on another instance's quiesce subject", st.backend7,
 			prefix + ".activity." + key7, "", prefix + ".quiesce." + key8},
-		{"heartbeat answered into the registry", st.backend7,
-			prefix + ".activity." + key7, "", "$KV." + store.DefaultRegistryBucket + ".m.test"},
-		{"heartbeat answered into the registry's high-water mark", st.backend7,
-			prefix + ".activity." + key7, "", "$KV." + store.DefaultRegistryBucket + ".m.hwm"},
+	}
+	// A view of the store as the worker's user, which may read it whole.
+	v := openStoreView(t, secDialAs(t, st.srv, secWorker, st.passwords[secWorker.name]).Conn)
+	r7 := v.record(key7)
+	send(routed)
+	// Replies into the store: dev-7's backend is running and tracked, so
+	// these heartbeats change no record, and the store writes nothing for
+	// them. The stream's messages, subject by subject, must stay as they
+	// are.
+	// The routed attacks' records (dev-7 draining, then running again) are
+	// written without a reply to wait for: wait until they are stored.
+	relWaitRecord(t, v, key7, "running, written twice more", func(r relRecord) bool { return r.State == "running" && r.rev >= r7.rev+2 })
+	before := v.counts()
+	intoStore := []attack{
+		{"heartbeat answered into a partition's log", st.backend7,
+			prefix + ".activity." + key7, "", storeLog(3)},
+		{"heartbeat answered as an event", st.backend7,
+			prefix + ".activity." + key7, "", storeEventIn(partition.Of(key8, store.DefaultPartitions), key8)},
+		{"heartbeat answered into the store's high-water mark", st.backend7,
+			prefix + ".activity." + key7, "", storeHWMSubject},
+		{"heartbeat answered into the store's id", st.backend7,
+			prefix + ".activity." + key7, "", storeMetaSubject},
 		{"heartbeat answered on the JetStream API", st.backend7,
+			prefix + ".activity." + key7, "", "$JS.API.STREAM.PURGE." + store.DefaultStreamName},
+		{"heartbeat answered by deleting the stream", st.backend7,
 			prefix + ".activity." + key7, "", "$JS.API.STREAM.DELETE." + store.DefaultStreamName},
 	}
-	for _, a := range attacks {
-		if err := a.from.PublishMsg(&nats.Msg{Subject: a.subject, Reply: a.reply, Data: []byte(a.body)}); err != nil {
-			t.Fatalf("%s: publish: %v", a.name, err)
-		}
-	}
-	for _, c := range []*secConn{st.broker7, st.backend7} {
-		if err := c.FlushTimeout(bound); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The server routed every attack to the worker before this request, and
-	// the worker applies messages in order: once it answers, it has handled
-	// them all, and published whatever it would publish for them.
-	heartbeat(t, st.backend7.Conn, key7, "")
+	send(intoStore)
+	attacks := len(routed) + len(intoStore)
+
 	if s := state(t, st.operator.Conn, key8); s != "running" {
 		t.Errorf("dev-8's backend is %q; want it untouched, running", s)
 	}
@@ -74,33 +103,20 @@ func TestSecConfReplyInjection(t *testing.T) {
 	// Each message was applied: dev-7's backend was reported draining, then
 	// heartbeats made it running again; each refused reply was counted.
 	got := st.worker.Stats()
-	if got.StateReports-base.StateReports != 1 || got.Heartbeats-base.Heartbeats != uint64(len(attacks)) {
+	// Heartbeats: every attack but the state report, and two barriers.
+	if got.StateReports-base.StateReports != 1 || got.Heartbeats-base.Heartbeats != uint64(attacks+1) {
 		t.Errorf("applied %d state reports and %d heartbeats; want 1 and %d",
-			got.StateReports-base.StateReports, got.Heartbeats-base.Heartbeats, len(attacks))
+			got.StateReports-base.StateReports, got.Heartbeats-base.Heartbeats, attacks+1)
 	}
-	if n := got.Rejected["bad_reply"] - base.Rejected["bad_reply"]; n != uint64(len(attacks)) {
-		t.Errorf("bad_reply counted %d; want %d", n, len(attacks))
+	if n := got.Rejected["bad_reply"] - base.Rejected["bad_reply"]; n != uint64(attacks) {
+		t.Errorf("bad_reply counted %d; want %d", n, attacks)
 	}
-	// The registry holds no forged entry, and its high-water mark is a number.
-	ctx, cancel := context.WithTimeout(context.Background(), bound)
-	defer cancel()
-	js, err := jetstream.New(st.operator.Conn)
-	if err != nil {
-		t.Fatal(err)
+	// The stream is still there, with the same messages on every subject.
+	if after := v.counts(); !maps.Equal(after, before) {
+		t.Errorf("stream messages by subject after the replies into the store: got %v; want them unchanged, %v", after, before)
 	}
-	kv, err := js.KeyValue(ctx, store.DefaultRegistryBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if e, err := kv.Get(ctx, "m.test"); !errors.Is(err, jetstream.ErrKeyNotFound) {
-		t.Errorf("registry entry m.test: got %v, %v; want none", e, err)
-	}
-	waitFor(t, bound, func() bool { _, err := kv.Get(ctx, "m.hwm"); return err == nil })
-	if e, err := kv.Get(ctx, "m.hwm"); err != nil || !allDigits(e.Value()) {
-		t.Errorf("registry m.hwm: %v; want a number, got %q", err, entryValue(e))
-	}
-	if _, err := js.Stream(ctx, store.DefaultStreamName); err != nil {
-		t.Errorf("quiesce stream: %v; want it still there", err)
+	if m := v.last(storeHWMSubject); m == nil || !allDigits(m.Data) {
+		t.Errorf("store high-water mark: got %v; want a number", m)
 	}
 	for _, c := range []*secConn{st.workerConn, st.backend7, st.broker7, st.operator} {
 		c.expectNoErrors(t)
@@ -114,13 +130,6 @@ func allDigits(b []byte) bool {
 		}
 	}
 	return len(b) > 0
-}
-
-func entryValue(e jetstream.KeyValueEntry) string {
-	if e == nil {
-		return ""
-	}
-	return string(e.Value())
 }
 
 // An admin request with a reply subject outside the inboxes is applied (a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"maps"
 	"strings"
 	"syscall"
 	"testing"
@@ -56,7 +57,7 @@ func secConfServer(t *testing.T) (*server.Server, map[string]string) {
 	}
 	s := natstest.Start(t, natstest.ConfigFile(secConfFile))
 	if !s.JetStreamEnabled() {
-		t.Fatalf("%s: got JetStream off; want it on (the worker keeps its registry there)", secConfFile)
+		t.Fatalf("%s: got JetStream off; want it on (the worker keeps its store there)", secConfFile)
 	}
 	return s.Server, passwords
 }
@@ -125,8 +126,7 @@ func (c *secConn) expectNoErrors(t *testing.T) {
 }
 
 // secSetup is a server from secConfFile with a worker (with its JetStream
-// registry and quiesce stream) connected as idle-worker, and a connection
-// for every other user.
+// store) connected as idle-worker, and a connection for every other user.
 type secSetup struct {
 	srv                                  *server.Server
 	passwords                            map[string]string
@@ -155,19 +155,15 @@ func newSecSetup(t *testing.T) *secSetup {
 	if err := store.CheckJetStream(ctx, st.workerConn.Conn); err != nil {
 		t.Fatalf("CheckJetStream as idle-worker: %v", err)
 	}
-	reg, err := store.OpenKVRegistry(ctx, st.workerConn.Conn, store.DefaultRegistryBucket, logger)
+	sto, err := store.Open(ctx, st.workerConn.Conn, bus.MustSubjects(prefix), store.Config{Logger: logger})
 	if err != nil {
-		t.Fatalf("OpenKVRegistry as idle-worker: %v", err)
+		t.Fatalf("store.Open as idle-worker: %v", err)
 	}
-	stream, err := store.OpenQuiesceStream(ctx, st.workerConn.Conn, bus.MustSubjects(prefix), store.StreamConfig{}, logger)
-	if err != nil {
-		t.Fatalf("OpenQuiesceStream as idle-worker: %v", err)
-	}
+	t.Cleanup(func() { relClose(t, "store", sto.Close) })
 	st.worker = startWorkerOn(t, st.workerConn.Conn, bus.WorkerConfig{
-		Policy:    coordinator.Policy{DefaultIdleTimeout: longTimeout},
-		Logger:    logger,
-		Registry:  reg,
-		Publisher: stream,
+		Policy: coordinator.Policy{DefaultIdleTimeout: longTimeout},
+		Logger: logger,
+		Store:  sto,
 	})
 	st.backend7 = secDialAs(t, s, secBackend7, pw[secBackend7.name])
 	st.backend8 = secDialAs(t, s, secBackend8, pw[secBackend8.name])
@@ -280,6 +276,8 @@ func TestSecConfDenials(t *testing.T) {
 	heartbeat(t, st.backend7.Conn, key7, "")
 	heartbeat(t, st.backend8.Conn, key8, "")
 	base := st.worker.Stats()
+	v := openStoreView(t, st.operator.Conn) // read-only JetStream
+	stored := v.counts()
 
 	pub := func(c *secConn, subject, body string) func(t *testing.T) string {
 		return func(t *testing.T) string {
@@ -342,10 +340,16 @@ func TestSecConfDenials(t *testing.T) {
 			req(st.broker7, "$JS.API.CONSUMER.CREATE."+store.DefaultStreamName+".broker-dev-7."+prefix+".quiesce.>", `{}`)},
 		{"broker takes another broker's consumer", st.broker7,
 			req(st.broker7, "$JS.API.CONSUMER.MSG.NEXT."+store.DefaultStreamName+".broker-dev-8", `{"batch":1}`)},
-		{"broker writes the registry", st.broker7, pub(st.broker7, "$KV."+store.DefaultRegistryBucket+".b."+key8, `{}`)},
+		{"broker writes the store's log", st.broker7, pub(st.broker7, storeLog(0), "\x01")},
+		{"broker forges an event through the store", st.broker7, pub(st.broker7, storeEventIn(0, key8), `{"id":"forged"}`)},
+		{"broker reads the store's records", st.broker7, req(st.broker7, "$JS.API.DIRECT.GET."+store.DefaultStreamName+"."+storeLog(0), "")},
 		{"operator forges a quiesce", st.operator, pub(st.operator, prefix+".quiesce."+key7, `{"id":"forged"}`)},
 		{"operator deletes the stream", st.operator, req(st.operator, "$JS.API.STREAM.DELETE."+store.DefaultStreamName, "")},
-		{"operator writes the registry", st.operator, pub(st.operator, "$KV."+store.DefaultRegistryBucket+".b."+key7, `{}`)},
+		{"operator writes the store's id", st.operator, pub(st.operator, storeMetaSubject, `{}`)},
+		{"operator claims a partition", st.operator, pub(st.operator, storeBase+"own.0", `{}`)},
+		{"operator purges the stream", st.operator, req(st.operator, "$JS.API.STREAM.PURGE."+store.DefaultStreamName, "")},
+		{"backend forges an event through the store", st.backend7, pub(st.backend7, storeEventIn(0, key7), `{"id":"forged"}`)},
+		{"backend writes the store's high-water mark", st.backend7, pub(st.backend7, storeHWMSubject, "1")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -373,6 +377,9 @@ func TestSecConfDenials(t *testing.T) {
 		if b.State != "running" {
 			t.Errorf("backend %s: got state %s; want running (no denied report or drain took effect)", b.Key, b.State)
 		}
+	}
+	if got := v.counts(); !maps.Equal(got, stored) {
+		t.Errorf("stream messages by subject after the denied messages: got %v; want them unchanged, %v", got, stored)
 	}
 	st.workerConn.expectNoErrors(t)
 }
@@ -417,8 +424,8 @@ func TestSecConfBinary(t *testing.T) {
 	}
 	op := secDialAs(t, s, secOperator, pw[secOperator.name])
 	b7 := secDialAs(t, s, secBackend7, pw[secBackend7.name])
-	// The second run finds the registry and the stream in place: it
-	// updates them and restores the backend.
+	// The second run finds the stream in place: it updates it and restores
+	// the backend.
 	for run := 1; run <= 2; run++ {
 		p := startBinary(t, env)
 		waitServing(t, p, op.Conn)

@@ -132,15 +132,15 @@ func TestQuiesceRatePacesHerd(t *testing.T) {
 	waitFor(t, bound, func() bool { return w.Stats().HeldBack == 0 })
 }
 
-// The registry follows forgetting and reports: a backend forgotten by time
-// or by an operator has its record deleted, and a broker repeating the same
+// The store follows forgetting and reports: a backend forgotten by time or
+// by an operator has its record deleted, and a broker repeating the same
 // report costs one write, not one per report.
 func TestRegistryFollowsForgettingAndReports(t *testing.T) {
 	t.Parallel()
 	s := startServer(t, natstest.JetStream())
 	_, reg := relStartWorker(t, s.ClientURL(), relOptions{
-		policy:   coordinator.Policy{DefaultIdleTimeout: longTimeout, ForgetAfter: 300 * time.Millisecond},
-		registry: true,
+		policy: coordinator.Policy{DefaultIdleTimeout: longTimeout, ForgetAfter: 300 * time.Millisecond},
+		store:  true,
 	})
 	nc := connect(t, s.ClientURL())
 	for _, k := range []string{"rf.timer", "rf.admin", "rf.repeat"} {
@@ -150,19 +150,23 @@ func TestRegistryFollowsForgettingAndReports(t *testing.T) {
 	for range 5 {
 		reportState(t, nc, "rf.repeat", "draining")
 	}
-	if puts, _ := reg.calls("rf.repeat"); puts != 2 { // first sight, then draining
-		t.Errorf("rf.repeat: %d registry writes for five identical reports; want 2 in all", puts)
+	if puts, _, _ := reg.calls("rf.repeat"); puts != 2 { // first sight, then draining
+		t.Errorf("rf.repeat: %d store writes for five identical reports; want 2 in all", puts)
 	}
 	// Forgotten by an operator.
 	var fr bus.ForgetReply
 	decodeOK(t, request(t, nc, prefix+".admin.forget", `{"match":"rf.admin"}`), &fr)
-	if _, deletes := reg.calls("rf.admin"); fr.Forgotten != 1 || deletes != 1 {
-		t.Errorf("admin forget: forgotten %d, registry deletes %d; want 1 and 1", fr.Forgotten, deletes)
+	if _, _, deletes := reg.calls("rf.admin"); fr.Forgotten != 1 || deletes != 1 {
+		t.Errorf("admin forget: forgotten %d, store deletes %d; want 1 and 1", fr.Forgotten, deletes)
 	}
 	// Forgotten by time, once quiesced and left alone.
 	reportState(t, nc, "rf.timer", "quiesced")
-	waitFor(t, bound, func() bool { _, d := reg.calls("rf.timer"); return d == 1 })
+	waitFor(t, bound, func() bool { _, _, d := reg.calls("rf.timer"); return d == 1 })
 	if _, ok := adminGet(t, nc, "rf.timer"); ok {
 		t.Error("rf.timer still tracked after its record was deleted")
+	}
+	v := openStoreView(t, nc)
+	for _, k := range []string{"rf.admin", "rf.timer"} {
+		relWaitRecord(t, v, k, "deleted", func(r relRecord) bool { return !r.found })
 	}
 }
