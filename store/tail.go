@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/idle-worker/idle-worker/internal/lograte"
+)
+
+// readTail applies the log messages and events stored after the oldest
+// snapshot, each to its partition when it is newer than the partition's
+// snapshot. It returns how many messages it read and how many did not
+// decode.
+func (s *Store) readTail(ctx context.Context, covers []uint64) (read, bad int, err error) {
+	start := covers[0]
+	for _, c := range covers {
+		start = min(start, c)
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return read, bad, fmt.Errorf("store: stream info: %w", err)
+	}
+	last := info.State.LastSeq
+	if start >= last {
+		return 0, 0, nil
+	}
+	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
+		FilterSubjects:    []string{s.l.base + "log.>", s.l.subj.Quiesce(">")},
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       start + 1,
+		AckPolicy:         jetstream.AckNonePolicy,
+		InactiveThreshold: time.Minute,
+		MemoryStorage:     true,
+	})
+	if err != nil {
+		return read, bad, fmt.Errorf("store: read the log: %w", err)
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		_ = s.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
+		cancel()
+	}()
+	pending := cons.CachedInfo().NumPending
+	logged := lograte.New(time.Second, nil)
+	for pending > 0 {
+		batch, err := cons.FetchNoWait(int(min(pending, 4096)))
+		if err != nil {
+			return read, bad, fmt.Errorf("store: read the log: %w", err)
+		}
+		got := 0
+		for msg := range batch.Messages() {
+			got++
+			read++
+			pending--
+			md, err := msg.Metadata()
+			if err != nil || md.Sequence.Stream > last {
+				continue
+			}
+			if err := s.applyTail(msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
+				bad++
+				if ok, _ := logged.Allow("tail"); ok {
+					s.log.Warn("skipping a stored log message or event that does not decode", "subject", lograte.Clip(msg.Subject(), 200), "sequence", md.Sequence.Stream, "error", err)
+				}
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return read, bad, fmt.Errorf("store: read the log: %w", err)
+		}
+		if got == 0 {
+			if err := ctx.Err(); err != nil {
+				return read, bad, fmt.Errorf("store: read the log: %w", err)
+			}
+			time.Sleep(time.Millisecond) // FetchNoWait found nothing ready yet
+		}
+	}
+	return read, bad, nil
+}
+
+// applyTail applies one log message or event stored at seq.
+func (s *Store) applyTail(subject, record string, data []byte, seq uint64, covers []uint64) error {
+	if rest, ok := strings.CutPrefix(subject, s.l.base+"log."); ok {
+		p, err := strconv.Atoi(rest)
+		if err != nil || p < 0 || p >= len(s.parts) || strconv.Itoa(p) != rest {
+			return fmt.Errorf("%w: log subject of no partition", ErrCorrupt)
+		}
+		if seq <= covers[p] {
+			return nil
+		}
+		_, err = s.applyEntries(p, data, false)
+		return err
+	}
+	key, ok := s.l.subj.QuiesceKey(subject)
+	if !ok {
+		return fmt.Errorf("%w: unexpected subject", ErrCorrupt)
+	}
+	if record == "" {
+		return nil // an event without its record: written by idle-worker v1
+	}
+	raw, err := base64.RawStdEncoding.DecodeString(record)
+	if err != nil {
+		return fmt.Errorf("%w: %s header: %w", ErrCorrupt, hdrRecord, err)
+	}
+	p := s.partOf(key)
+	if seq <= covers[p] {
+		return nil
+	}
+	e, rest, err := decodeEntry(raw)
+	if err != nil {
+		return err
+	}
+	if len(rest) != 0 || e.rec.Key != key {
+		return fmt.Errorf("%w: event record not of its own key", ErrCorrupt)
+	}
+	_, err = s.applyEntries(p, raw, true)
+	return err
+}
