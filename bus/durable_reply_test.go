@@ -31,10 +31,15 @@ func (s *heldStore) Put(rec coordinator.Record, stored func(error)) {
 		s.held = append(s.held, stored)
 	}
 }
+func (s *heldStore) Claim(context.Context, []int) (bus.Claimed, error) { return bus.Claimed{}, nil }
+func (s *heldStore) Release(context.Context, []int) error              { return nil }
+func (s *heldStore) Lost() <-chan int                                  { return nil }
+func (s *heldStore) Partitions() int                                   { return 1 }
+func (s *heldStore) Reserve(_ context.Context, floor, _ uint64) (uint64, error) {
+	return max(floor, 1), nil
+}
 func (s *heldStore) Delete(string)                                       {}
 func (s *heldStore) Publish(*bus.QuiesceEvent, coordinator.Record) error { return nil }
-func (s *heldStore) SetHighWater(uint64)                                 {}
-func (s *heldStore) StoreHighWater(context.Context, uint64) error        { return nil }
 func (s *heldStore) StoreID(context.Context, string) error               { return nil }
 func (s *heldStore) Counters() bus.StoreCounters                         { return bus.StoreCounters{} }
 func (s *heldStore) Close(context.Context) error                         { return nil }

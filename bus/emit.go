@@ -58,6 +58,9 @@ func (w *Worker) fire() {
 		w.due = w.coord.AppendDueN(w.due[:0], now, n)
 		sent := 0
 		for _, d := range w.due {
+			if !w.owns(d.Key) {
+				continue // being dropped: its partition went to another worker
+			}
 			if d.Forgotten {
 				w.forgotten(d)
 				continue

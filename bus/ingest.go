@@ -14,10 +14,12 @@ import (
 // state report.
 func (w *Worker) handle(m *nats.Msg) {
 	if key, ok := w.subj.ActivityKey(m.Subject); ok {
-		w.onActivity(key, m)
+		if w.owns(key) {
+			w.onActivity(key, m)
+		}
 		return
 	}
-	if key, ok := w.subj.StateKey(m.Subject); ok {
+	if key, ok := w.subj.StateKey(m.Subject); ok && w.owns(key) {
 		w.onState(key, m)
 	}
 }
@@ -68,7 +70,7 @@ func (w *Worker) onActivity(key string, m *nats.Msg) {
 	if ch != 0 && w.reg != nil {
 		// A change is answered once its record is stored: a backend told
 		// it is tracked is tracked across a crash too.
-		w.keepHighWater()
+		w.reserveAhead()
 		rec, _ := w.coord.Record(key)
 		if m.Reply == "" || !w.replies.allow(m.Reply) {
 			w.reg.Put(rec, nil)
@@ -123,7 +125,9 @@ func (w *Worker) onState(key string, m *nats.Msg) {
 		if after, tracked := w.coord.State(key); !tracked {
 			w.reg.Delete(key)
 		} else if after != before {
-			w.putRecord(key)
+			if rec, ok := w.coord.Record(key); ok {
+				w.reg.Put(rec, nil)
+			}
 		}
 	}
 	if m.Reply != "" {

@@ -8,13 +8,28 @@ import (
 
 // Store keeps the coordinator's records across restarts and publishes
 // quiesce events durably; package store has the JetStream implementation.
-// The worker loop calls Put, Delete, Publish and SetHighWater on
-// transitions only, never per heartbeat, and they must not block. Load runs
-// once, before the worker serves. Without a Store the worker keeps nothing
-// and publishes events on core NATS.
+// Keys fall into partitions (PartitionOf); a worker writes only the
+// partitions it claimed, and the store refuses a write of a partition
+// another worker claimed since. The worker loop calls Put, Delete and
+// Publish on transitions only, never per heartbeat, and they must not
+// block. Without a Store the worker keeps nothing and publishes events on
+// core NATS.
 type Store interface {
-	// Load returns what the store holds.
+	// Load returns the store's identity: its id and generation high-water
+	// mark (no records: Claim returns them).
 	Load(ctx context.Context) (RegistryState, error)
+	// Claim takes parts over from whoever held them (their later writes
+	// are refused) and returns their records.
+	Claim(ctx context.Context, parts []int) (Claimed, error)
+	// Release writes what is pending for parts and gives them up.
+	Release(ctx context.Context, parts []int) error
+	// Lost receives the partitions another worker claimed from this one.
+	Lost() <-chan int
+	// Partitions returns the partition count (PartitionOf's n).
+	Partitions() int
+	// Reserve reserves n generations [start, start+n), start >= floor and
+	// above any reservation before it, of any worker.
+	Reserve(ctx context.Context, floor, n uint64) (start uint64, err error)
 	// Put stores rec, replacing any record of the same key. stored, when
 	// not nil, is called once, from any goroutine, when rec is stored or
 	// with the error that keeps it from being stored; the worker answers a
@@ -27,12 +42,6 @@ type Store interface {
 	// event only once it is stored. It copies what it keeps. An error
 	// means the event will not be sent.
 	Publish(ev *QuiesceEvent, rec coordinator.Record) error
-	// SetHighWater stores a generation that no generation handed out by
-	// this run exceeds before the next SetHighWater.
-	SetHighWater(gen uint64)
-	// StoreHighWater is SetHighWater, waiting until it is stored. The
-	// worker calls it once before serving.
-	StoreHighWater(ctx context.Context, gen uint64) error
 	// StoreID replaces the store's id and waits until it is stored. The
 	// worker calls it before serving when the stored id or high-water mark
 	// cannot be trusted.
@@ -43,6 +52,16 @@ type Store interface {
 	Close(ctx context.Context) error
 }
 
+// Claimed is what Store.Claim returns.
+type Claimed struct {
+	// Records of the claimed partitions, in ascending key order.
+	Records []coordinator.Record
+	// HighWater is the generation high-water mark when they were read.
+	HighWater uint64
+	// Skipped counts stored entries that did not decode.
+	Skipped int
+}
+
 // RegistryState is what Store.Load returns.
 type RegistryState struct {
 	// ID names the store; quiesce ids start with it, so an event re-sent
@@ -50,15 +69,15 @@ type RegistryState struct {
 	ID string
 	// HighWater is the stored generation high-water mark.
 	HighWater uint64
-	Records   []coordinator.Record
-	// Skipped counts stored records that did not decode.
-	Skipped int
 	// Unreadable says why the stored id or high-water mark could not be
 	// read (empty when they could); the worker then starts a new id space.
 	Unreadable string
 	// NewID says Load created ID: the store was empty, so no high-water
 	// mark is expected yet.
 	NewID bool
+	// Skipped counts stored records Load could not use (a migration's
+	// undecodable ones).
+	Skipped int
 }
 
 // StoreCounters are a Store's counters, read by Worker.Stats.

@@ -20,11 +20,12 @@ const generationBlock = 1 << 16
 // corrupt, and would make the next ids wrap.
 const maxGeneration = 1 << 62
 
-// restore loads the registry into the coordinator before the worker serves.
-// Stored data is the registry writer's word, and the bucket may have been
-// written by someone else: every record is checked (see checkRecords), a
-// bad id or high-water mark starts a new id space instead of risking an id
-// that was already sent.
+// restore reads the store's identity before the worker serves, reserves a
+// block of generations, and, for a standalone worker, claims every
+// partition and restores its backends. Stored data is the store writer's
+// word, and the stream may have been written by someone else: a bad id or
+// high-water mark starts a new id space instead of risking an id that was
+// already sent, and every record is checked (see checkRecords).
 func (w *Worker) restore(ctx context.Context) error {
 	if w.reg == nil {
 		return nil
@@ -37,40 +38,40 @@ func (w *Worker) restore(ctx context.Context) error {
 	if reason := checkIDSpace(st); reason != "" {
 		old := st.ID
 		st.ID, st.HighWater = nuid.Next(), 0
-		w.log.Error("registry id or high-water mark unusable; starting a new id space (re-sent events of draining backends get new ids)",
+		w.log.Error("store id or high-water mark unusable; starting a new id space (re-sent events of draining backends get new ids)",
 			"reason", reason, "stored_id", lograte.Clip(old, 80), "new_id", st.ID)
 		if err := w.reg.StoreID(ctx, st.ID); err != nil {
 			return err
 		}
 	}
-	recs, skipped := w.checkRecords(st) // renewed, counted with the skipped
-	// The floor first: backends restored without their stored generation
-	// get fresh ones above every generation handed out before.
-	w.coord.SetGenerationFloor(st.HighWater)
-	now := w.now()
-	restored := 0
-	refused := 0
-	w.coord.Grow(len(recs))
-	for _, rec := range recs {
-		if err := w.coord.Restore(rec, now); err != nil {
-			if refused++; refused == 1 {
-				w.log.Warn("registry records not restored: a backend limit is reached", "first", lograte.Clip(rec.Key, 200), "error", err)
-			}
-			continue
-		}
-		restored++
-	}
-	skipped += refused
 	w.incarn = st.ID
-	w.hwm = w.coord.Generation() + generationBlock
-	// Stored before any id of this run is used, so a crash right after
-	// start cannot hand out a generation twice.
-	if err := w.reg.StoreHighWater(ctx, w.hwm); err != nil {
+	// Reserved before any id of this run is used, so a crash right after
+	// start, or another worker, cannot hand out a generation twice.
+	start, err := w.reg.Reserve(ctx, st.HighWater, generationBlock)
+	if err != nil {
 		return err
 	}
+	w.coord.SetGenerationFloor(start - 1)
+	w.blockStart, w.hwm = start, start+generationBlock
+	w.owned = make([]bool, w.reg.Partitions())
+	if w.cfg.Cluster {
+		w.log.Info("store loaded; partitions are claimed as the cluster assigns them", "took", time.Since(t0))
+		return nil
+	}
+	all := make([]int, len(w.owned))
+	for p := range all {
+		all[p] = p
+	}
+	c, err := w.reg.Claim(ctx, all)
+	if err != nil {
+		return err
+	}
+	restored, skipped := w.restoreRecords(c.Records, c.HighWater)
+	w.setOwned(all, true)
+	w.stats.claims.Add(uint64(len(all)))
 	w.stats.restored.Store(int64(restored))
-	w.stats.restoreSkipped.Store(int64(st.Skipped + skipped))
-	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped+skipped, "took", time.Since(t0),
+	w.stats.restoreSkipped.Store(int64(st.Skipped + c.Skipped + skipped))
+	w.log.Info("registry loaded", "restored", restored, "skipped", st.Skipped+c.Skipped+skipped, "took", time.Since(t0),
 		"running", w.coord.Count(coordinator.Running), "draining", w.coord.Count(coordinator.Draining),
 		"quiesced", w.coord.Count(coordinator.Quiesced))
 	return nil
@@ -109,9 +110,9 @@ func checkIDSpace(st RegistryState) string {
 // renewed). Quiesced and report-drained records always get fresh ones:
 // nothing will be re-sent with theirs. A timeout above MaxTimeout is clamped
 // to it. Each kind of problem is logged once.
-func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
-	seen := make(map[uint64]struct{}, len(st.Records))
-	out := st.Records[:0]
+func (w *Worker) checkRecords(recs []coordinator.Record, hwm uint64) ([]coordinator.Record, int) {
+	seen := make(map[uint64]struct{}, len(recs))
+	out := recs[:0]
 	skipped, clamped := 0, 0
 	logged := map[string]bool{}
 	renew := func(rec *coordinator.Record, why string) {
@@ -123,7 +124,7 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 		}
 		rec.Generation = 0
 	}
-	for _, rec := range st.Records {
+	for _, rec := range recs {
 		resend := rec.State == coordinator.Running || (rec.State == coordinator.Draining && rec.Reason != 0)
 		_, dup := seen[rec.Generation]
 		switch {
@@ -131,7 +132,10 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 			rec.Generation = 0 // nothing re-sent with it: a fresh one
 		case rec.Generation == 0 || rec.Generation > maxGeneration:
 			renew(&rec, "generation out of range")
-		case st.HighWater > 0 && rec.Generation > st.HighWater: // none in a new id space
+		case hwm > 0 && rec.Generation > hwm: // none in a new id space
+			renew(&rec, "generation above the high-water mark")
+		case rec.Generation >= w.blockStart && rec.Generation > w.coord.Generation():
+			// In this worker's block, yet not handed out by it.
 			renew(&rec, "generation above the high-water mark")
 		case dup:
 			renew(&rec, "generation already used by another record")
@@ -148,20 +152,4 @@ func (w *Worker) checkRecords(st RegistryState) ([]coordinator.Record, int) {
 		w.log.Warn("registry records had timeouts above the maximum; clamped", "records", clamped, "max_timeout", w.cfg.MaxTimeout)
 	}
 	return out, skipped + clamped
-}
-
-// putRecord queues key's record for the registry.
-func (w *Worker) putRecord(key string) {
-	if rec, ok := w.coord.Record(key); ok {
-		w.reg.Put(rec, nil)
-	}
-}
-
-// keepHighWater moves the stored generation high-water mark ahead of the
-// generations in use, half a block early.
-func (w *Worker) keepHighWater() {
-	if g := w.coord.Generation(); g+generationBlock/2 > w.hwm {
-		w.hwm = g + generationBlock
-		w.reg.SetHighWater(w.hwm)
-	}
 }

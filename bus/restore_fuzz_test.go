@@ -15,11 +15,19 @@ import (
 // restore fuzzer.
 type storedState struct {
 	countingStore
-	st  RegistryState
+	st  storedRecords
 	ids []string // ids stored by StoreID
 }
 
-func (r *storedState) Load(context.Context) (RegistryState, error) { return r.st, nil }
+func (r *storedState) Load(context.Context) (RegistryState, error) {
+	return RegistryState{ID: r.st.ID, HighWater: r.st.HighWater}, nil
+}
+func (r *storedState) Claim(context.Context, []int) (Claimed, error) {
+	return Claimed{Records: r.st.Records, HighWater: r.st.HighWater}, nil
+}
+func (r *storedState) Reserve(_ context.Context, floor, _ uint64) (uint64, error) {
+	return max(floor, 1), nil
+}
 func (r *storedState) StoreID(_ context.Context, id string) error {
 	r.ids = append(r.ids, id)
 	return nil
@@ -27,8 +35,15 @@ func (r *storedState) StoreID(_ context.Context, id string) error {
 
 // decodeState turns fuzz bytes into a registry state: an id, a high-water
 // mark and records of up to 8 keys with any state, reason and generation.
-func decodeState(id string, hwm uint64, data []byte) RegistryState {
-	st := RegistryState{ID: id, HighWater: hwm}
+// storedRecords is what storedState holds: an identity and records.
+type storedRecords struct {
+	ID        string
+	HighWater uint64
+	Records   []coordinator.Record
+}
+
+func decodeState(id string, hwm uint64, data []byte) storedRecords {
+	st := storedRecords{ID: id, HighWater: hwm}
 	for i := 0; len(data) >= 11 && i < 32; i++ {
 		rec := coordinator.Record{
 			Key:         "k." + strconv.Itoa(int(data[0]%8)),

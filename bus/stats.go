@@ -83,6 +83,13 @@ type Stats struct {
 	// Outages counts NATS disconnections; OutageSeconds sums their length.
 	Outages       uint64  `json:"outages"`
 	OutageSeconds float64 `json:"outage_seconds"`
+	// PartitionsOwned is how many partitions the worker decides for;
+	// Claims and Releases count partitions it claimed and released,
+	// PartitionsLost those another worker's claim took from it.
+	PartitionsOwned int64  `json:"partitions_owned"`
+	Claims          uint64 `json:"claims"`
+	Releases        uint64 `json:"releases"`
+	PartitionsLost  uint64 `json:"partitions_lost"`
 }
 
 // counters are written by the worker loop and read by anyone.
@@ -105,28 +112,36 @@ type counters struct {
 	held           atomic.Int64
 	outages        atomic.Uint64
 	outageNanos    atomic.Int64
+	owned          atomic.Int64
+	claims         atomic.Uint64
+	releases       atomic.Uint64
+	lost           atomic.Uint64
 }
 
 // Stats returns a snapshot of the worker's counters. It is safe to call from
 // any goroutine.
 func (w *Worker) Stats() Stats {
 	s := Stats{
-		Heartbeats:     w.stats.heartbeats.Load(),
-		StateReports:   w.stats.stateReports.Load(),
-		PublishErrors:  w.stats.publishErrors.Load(),
-		Quiesces:       make(map[string]uint64),
-		Rejected:       make(map[string]uint64),
-		Running:        w.stats.running.Load(),
-		Draining:       w.stats.draining.Load(),
-		Quiesced:       w.stats.quiesced.Load(),
-		Unacknowledged: w.stats.unacked.Load(),
-		Redeliveries:   w.stats.redeliveries.Load(),
-		Restored:       w.stats.restored.Load(),
-		RestoreSkipped: w.stats.restoreSkipped.Load(),
-		Forgotten:      w.stats.forgotten.Load(),
-		HeldBack:       w.stats.held.Load(),
-		Outages:        w.stats.outages.Load(),
-		OutageSeconds:  time.Duration(w.stats.outageNanos.Load()).Seconds(),
+		Heartbeats:      w.stats.heartbeats.Load(),
+		StateReports:    w.stats.stateReports.Load(),
+		PublishErrors:   w.stats.publishErrors.Load(),
+		Quiesces:        make(map[string]uint64),
+		Rejected:        make(map[string]uint64),
+		Running:         w.stats.running.Load(),
+		Draining:        w.stats.draining.Load(),
+		Quiesced:        w.stats.quiesced.Load(),
+		Unacknowledged:  w.stats.unacked.Load(),
+		Redeliveries:    w.stats.redeliveries.Load(),
+		Restored:        w.stats.restored.Load(),
+		RestoreSkipped:  w.stats.restoreSkipped.Load(),
+		Forgotten:       w.stats.forgotten.Load(),
+		HeldBack:        w.stats.held.Load(),
+		Outages:         w.stats.outages.Load(),
+		OutageSeconds:   time.Duration(w.stats.outageNanos.Load()).Seconds(),
+		PartitionsOwned: w.stats.owned.Load(),
+		Claims:          w.stats.claims.Load(),
+		Releases:        w.stats.releases.Load(),
+		PartitionsLost:  w.stats.lost.Load(),
 	}
 	for _, r := range coordinator.Reasons() {
 		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()

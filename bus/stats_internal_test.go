@@ -18,10 +18,15 @@ func (countingStore) Put(_ coordinator.Record, stored func(error)) {
 		stored(nil)
 	}
 }
+func (countingStore) Claim(context.Context, []int) (Claimed, error) { return Claimed{}, nil }
+func (countingStore) Release(context.Context, []int) error          { return nil }
+func (countingStore) Lost() <-chan int                              { return nil }
+func (countingStore) Partitions() int                               { return 4 }
+func (countingStore) Reserve(_ context.Context, floor, _ uint64) (uint64, error) {
+	return max(floor, 1), nil
+}
 func (countingStore) Delete(string)                                   {}
 func (countingStore) Publish(*QuiesceEvent, coordinator.Record) error { return nil }
-func (countingStore) SetHighWater(uint64)                             {}
-func (countingStore) StoreHighWater(context.Context, uint64) error    { return nil }
 func (countingStore) StoreID(context.Context, string) error           { return nil }
 func (countingStore) Close(context.Context) error                     { return nil }
 func (r countingStore) Counters() StoreCounters                       { return r.c }

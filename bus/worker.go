@@ -83,6 +83,10 @@ type WorkerConfig struct {
 	// quiesce events before brokers see them (see package store); Run
 	// loads it before serving. Nil: memory only, events on core NATS.
 	Store Store
+	// Cluster: partitions are claimed and released by a controller
+	// (Acquire, Release) as workers come and go; the worker starts owning
+	// none. False: it claims every partition at start.
+	Cluster bool
 	// Observer, when set, is told of every quiesce event published, for
 	// metrics. Counters are in Stats.
 	Observer Observer
@@ -146,7 +150,13 @@ type Worker struct {
 	armedAt time.Time
 
 	reg        Store
-	hwm        uint64 // generation high-water mark last given to reg
+	hwm        uint64 // end of the block of generations reserved
+	blockStart uint64 // its start
+	reserving  bool   // a reservation of the next block is under way
+	overrun    bool   // generations went past hwm (logged once)
+	owned      []bool // by partition: decided here; nil without a Store
+	ownMu      sync.Mutex
+	ownedList  []int // owned, for Owned (under ownMu)
 	status     chan nats.Status
 	paused     bool // disconnected from NATS: no quiesce decisions
 	pausedAt   time.Time
@@ -270,6 +280,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.timer.Stop()
 	summary := time.NewTicker(w.cfg.SummaryInterval)
 	defer summary.Stop()
+	var lost <-chan int
+	if w.reg != nil {
+		lost = w.reg.Lost()
+	}
 	w.publishGauges()
 	w.rearm() // restored backends are due with no message arriving
 	close(w.ready)
@@ -288,6 +302,8 @@ func (w *Worker) Run(ctx context.Context) error {
 			call()
 		case <-summary.C:
 			w.summary.flush(w.cfg.SummaryInterval)
+		case p := <-lost:
+			w.lose(p)
 		case st := <-w.status:
 			if err := w.onStatus(st); err != nil {
 				w.log.Error("NATS connection closed; stopping", "error", err)

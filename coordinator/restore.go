@@ -51,6 +51,12 @@ func (c *Coordinator) Restore(rec Record, now time.Time) error {
 	return nil
 }
 
+// SetGeneration sets the last generation handed out to g, lower or higher.
+// A worker that hands out generations from blocks it reserved sets it back
+// after restoring backends of other workers' blocks (Restore moves the
+// counter past each restored generation).
+func (c *Coordinator) SetGeneration(g uint64) { c.lastGen = g }
+
 // Grow makes room for n more backends, so restoring n records does not
 // grow the key map step by step.
 func (c *Coordinator) Grow(n int) {

@@ -136,8 +136,9 @@ func TestHandWrittenRecords(t *testing.T) {
 				v.putRecords(parts, hostileLSN, hwA)
 				v.purge(storeHWMSubject)
 			},
-			wantKeys:   []string{"hw.a"},
-			newIDSpace: true,
+			wantKeys:    []string{"hw.a"},
+			wantSkipped: 1, // hw.a's generation renewed: the new id space's block starts at 1
+			newIDSpace:  true,
 		},
 		{
 			name: "high-water mark at the top of the range",
@@ -145,8 +146,9 @@ func TestHandWrittenRecords(t *testing.T) {
 				v.putRecords(parts, hostileLSN, hwA)
 				v.put(storeHWMSubject, []byte("18446744073709551615"), nil)
 			},
-			wantKeys:   []string{"hw.a"},
-			newIDSpace: true,
+			wantKeys:    []string{"hw.a"},
+			wantSkipped: 1, // hw.a's generation renewed: the new id space's block starts at 1
+			newIDSpace:  true,
 		},
 		{
 			name: "high-water mark replaced by a reply",
@@ -154,8 +156,9 @@ func TestHandWrittenRecords(t *testing.T) {
 				v.putRecords(parts, hostileLSN, hwA)
 				v.put(storeHWMSubject, []byte(`{"ok":true}`), nil)
 			},
-			wantKeys:   []string{"hw.a"},
-			newIDSpace: true,
+			wantKeys:    []string{"hw.a"},
+			wantSkipped: 1, // hw.a's generation renewed: the new id space's block starts at 1
+			newIDSpace:  true,
 		},
 		{
 			name: "id replaced by a reply",
@@ -164,8 +167,9 @@ func TestHandWrittenRecords(t *testing.T) {
 				m, _ := json.Marshal(storeMeta{Format: 2, ID: `{"ok":true,"key":"x"}`, Partitions: parts})
 				v.put(storeMetaSubject, m, nil)
 			},
-			wantKeys:   []string{"hw.a"},
-			newIDSpace: true,
+			wantKeys:    []string{"hw.a"},
+			wantSkipped: 0, // the high-water mark still holds: hw.a keeps its generation
+			newIDSpace:  true,
 		},
 	}
 	for _, tt := range tests {

@@ -1,15 +1,10 @@
 package partition
 
+import "github.com/idle-worker/idle-worker/bus"
+
 // MaxPartitions is the largest partition count this package accepts for a
 // prefix; each partition is a subscription, an owner and a claim.
 const MaxPartitions = 1024
-
-// The FNV-1a 32-bit parameters (offset basis and prime), as in Go's
-// hash/fnv and nats-server.
-const (
-	fnvOffset32 uint32 = 2166136261
-	fnvPrime32  uint32 = 16777619
-)
 
 // Of returns the partition, in [0, n), of the backend key among n
 // partitions: the partition nats-server's mapping {{partition(n,1,…,k)}}
@@ -24,13 +19,4 @@ const (
 // appended to one buffer with no separator (:505-509) and hashed by
 // getHashPartition (:469-478): FNV-1a 32-bit, h.Sum32() % uint32(n). So
 // "a.bc" and "ab.c" always share a partition.
-func Of(key string, n int) int {
-	h := fnvOffset32
-	for i := 0; i < len(key); i++ {
-		if c := key[i]; c != '.' {
-			h ^= uint32(c)
-			h *= fnvPrime32
-		}
-	}
-	return int(h % uint32(n))
-}
+func Of(key string, n int) int { return bus.PartitionOf(key, n) }

@@ -12,10 +12,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// claim is the body of P.store.own.<p>: who claimed the partition, when.
+// claim is the body of P.store.own.<p>: who claimed the partition, when;
+// a release has Released set and no worker.
 type claim struct {
-	Worker string    `json:"worker"`
-	At     time.Time `json:"at"`
+	Worker   string    `json:"worker,omitempty"`
+	At       time.Time `json:"at"`
+	Released bool      `json:"released,omitempty"`
 }
 
 // claimTries bounds how often a claim is retried when another claim of
@@ -27,8 +29,8 @@ const claimTries = 5
 // subject); the new claim's stream sequence is the partition's token,
 // which every later write of the partition carries. A worker whose
 // partition was claimed since is refused by the server from then on.
-func (s *Store) claimAll(ctx context.Context) error {
-	for p := range s.parts {
+func (s *Store) claimAll(ctx context.Context, parts []int) error {
+	for _, p := range parts {
 		var err error
 		for range claimTries {
 			if err = s.claimOne(ctx, p); err == nil || !isFenced(err) {
@@ -95,4 +97,99 @@ func (s *Store) await(ctx context.Context, w *write) (uint64, error) {
 	case <-ctx.Done():
 		return 0, fmt.Errorf("store: %s: %w", w.msg.Subject, ctx.Err())
 	}
+}
+
+// Release implements bus.Store: for each of parts, writes stop being taken
+// (ErrNotOwner), what is pending is written and acknowledged, a snapshot is
+// stored when the partition logged anything since its last one (so its next
+// owner reads little), and a release is written on its claim subject,
+// fenced on this worker's token. Bounded by ctx; a partition whose release
+// fails is still given up here (the next claim fences this worker out).
+func (s *Store) Release(ctx context.Context, parts []int) error {
+	s.mu.Lock()
+	for _, p := range parts {
+		if p < 0 || p >= len(s.parts) {
+			continue
+		}
+		pt := s.parts[p]
+		if pt.token == 0 || pt.lost {
+			continue
+		}
+		pt.releasing = true
+		s.flushPart(p)
+		if pt.written > 0 && !pt.snap.running && pt.retrying == 0 {
+			s.startSnapshot(p)
+		}
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, p := range parts {
+		if p < 0 || p >= len(s.parts) {
+			continue
+		}
+		if err := s.waitQuiet(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+		if err := s.releaseOne(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// waitQuiet waits until partition p has nothing in flight, no retry and no
+// snapshot running.
+func (s *Store) waitQuiet(ctx context.Context, p int) error {
+	for {
+		s.mu.Lock()
+		pt := s.parts[p]
+		quiet := pt.inflight == 0 && pt.retrying == 0 && !pt.snap.running && len(pt.buf) == 0
+		s.mu.Unlock()
+		if quiet {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: release partition %d: %w", p, ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// releaseOne writes partition p's release, fenced on this worker's token,
+// and forgets the partition's records.
+func (s *Store) releaseOne(ctx context.Context, p int) error {
+	s.mu.Lock()
+	pt := s.parts[p]
+	token := pt.token
+	s.mu.Unlock()
+	var err error
+	if token != 0 {
+		body, _ := json.Marshal(claim{At: time.Now().UTC(), Released: true})
+		h := nats.Header{hdrExpectSeq: []string{strconv.FormatUint(token, 10)}, hdrTTL: []string{ttlNever}}
+		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.own(p), Data: body, Header: h}, part: -1, kind: kindClaim})
+		if err != nil {
+			err = fmt.Errorf("store: release partition %d: %w", p, err)
+		}
+	}
+	s.mu.Lock()
+	pt.token, pt.releasing, pt.fenceSeq, pt.fenceSubj = 0, false, nil, nil
+	pt.recs, pt.buf, pt.waiters = make(map[string]value), nil, nil
+	pt.snap = snapState{}
+	pt.written = 0
+	s.mu.Unlock()
+	return err
+}
+
+// Owned returns the partitions this store holds a claim on, ascending.
+func (s *Store) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for p, pt := range s.parts {
+		if pt.token != 0 && !pt.lost && !pt.releasing {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -157,7 +157,12 @@ func (s *Store) lose(w *write, err error) {
 	}
 	if !p.lost {
 		p.lost = true
-		s.log.Error("partition claimed by another worker: this worker no longer writes it", "partition", w.part, "error", err)
+		p.recs = make(map[string]value)
+		s.log.Warn("partition claimed by another worker: this worker no longer writes it", "partition", w.part, "error", err)
+		select {
+		case s.lost <- w.part:
+		default:
+		}
 	}
 	fail := append(w.waiters, p.waiters...)
 	p.buf, p.waiters = nil, nil
@@ -268,10 +273,6 @@ func (s *Store) tick(now time.Time) time.Time {
 		soon(s.sweepAt)
 	}
 	s.snapshotDue(now)
-	if s.hwm != 0 {
-		s.sendHighWater(s.hwm)
-		s.hwm = 0
-	}
 	s.refill()
 	return next
 }

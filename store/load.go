@@ -21,13 +21,12 @@ const (
 	readWorkers = 16
 )
 
-// Load implements bus.Store. It claims every partition, then reads each
-// partition's snapshot (in parallel) and the log messages and events stored
-// after it, keeping per key the change with the highest lsn. A stream with
-// no store yet starts empty, or from a v1 registry bucket, migrated once.
+// Load implements bus.Store: it reads the store's identity (its id, the
+// partition count, the generation high-water mark), creating it on a new
+// stream, or from a v1 registry bucket, migrated once. It claims nothing:
+// Claim does.
 func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	var st bus.RegistryState
-	t0 := time.Now()
 	m, found, err := s.readMeta(ctx)
 	if err != nil {
 		return st, err
@@ -36,10 +35,6 @@ func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 		return st, fmt.Errorf("%w: stream %s was set up with %d partitions, this worker was started with %d; start it with IDLE_PARTITIONS=%d (the count is fixed for the life of a stream)",
 			ErrPartitions, s.cfg.Stream, m.Partitions, s.cfg.Partitions, m.Partitions)
 	}
-	if err := s.claimAll(ctx); err != nil {
-		return st, err
-	}
-	claimed := time.Now()
 	if !found {
 		return s.create(ctx)
 	}
@@ -47,27 +42,57 @@ func (s *Store) Load(ctx context.Context) (bus.RegistryState, error) {
 	if st.HighWater, st.Unreadable, err = s.readHighWater(ctx); err != nil {
 		return st, err
 	}
-	covers, skipped, err := s.readSnapshots(ctx)
+	return st, nil
+}
+
+// Claim implements bus.Store: it claims each of parts (compare-and-set on
+// its last claim: from then on the server refuses the previous owner's
+// writes), then reads their snapshots (in parallel) and the log messages and
+// events stored after them, keeping per key the change with the highest
+// lsn. It returns their records in ascending key order, and the generation
+// high-water mark as it is now.
+func (s *Store) Claim(ctx context.Context, parts []int) (bus.Claimed, error) {
+	var c bus.Claimed
+	t0 := time.Now()
+	for _, p := range parts {
+		if p < 0 || p >= len(s.parts) {
+			return c, fmt.Errorf("store: claim: no partition %d of %d", p, len(s.parts))
+		}
+	}
+	if err := s.claimAll(ctx, parts); err != nil {
+		return c, err
+	}
+	claimed := time.Now()
+	var err error
+	if c.HighWater, _, err = s.readHighWater(ctx); err != nil {
+		return c, err
+	}
+	s.mu.Lock()
+	for _, p := range parts { // what an earlier ownership left is stale
+		s.parts[p].recs, s.parts[p].lsn = make(map[string]value), 0
+	}
+	s.mu.Unlock()
+	covers, skipped, err := s.readSnapshots(ctx, parts)
 	if err != nil {
-		return st, err
+		return c, err
 	}
 	snapped := time.Now()
-	st.Skipped += skipped
-	tail, n, err := s.readTail(ctx, covers)
+	c.Skipped += skipped
+	tail, n, err := s.readTail(ctx, parts, covers)
 	if err != nil {
-		return st, err
+		return c, err
 	}
 	tailed := time.Now()
-	st.Skipped += n
-	st.Records = s.settle()
+	c.Skipped += n
+	c.Records = s.settle(parts)
 	s.purges.Go(func() {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		s.sweepChunks(sctx)
+		s.sweepChunks(sctx, parts)
 	})
-	s.log.Info("store read", "records", len(st.Records), "skipped", st.Skipped, "tail_messages", tail,
+	s.log.Info("partitions claimed", "partitions", len(parts), "records", len(c.Records), "skipped", c.Skipped, "tail_messages", tail,
 		"claims", claimed.Sub(t0), "snapshots", snapped.Sub(claimed), "tail", tailed.Sub(snapped), "total", time.Since(t0))
-	return st, nil
+	return c, nil
 }
 
 // create sets up a new store: from the v1 registry bucket when there is
@@ -89,6 +114,10 @@ func (s *Store) create(ctx context.Context) (bus.RegistryState, error) {
 	if v1.ID == "" {
 		st.Unreadable = "v1 registry has no id"
 	}
+	all := s.allParts()
+	if err := s.claimAll(ctx, all); err != nil {
+		return st, err
+	}
 	s.mu.Lock()
 	for _, e := range v1.Records {
 		p := s.parts[s.partOf(e.rec.Key)]
@@ -100,9 +129,12 @@ func (s *Store) create(ctx context.Context) (bus.RegistryState, error) {
 		return st, fmt.Errorf("%w %q: migrating: %w", ErrV1Registry, s.cfg.V1Bucket, err)
 	}
 	if st.HighWater > 0 {
-		if err := s.StoreHighWater(ctx, st.HighWater); err != nil {
+		if _, err := s.Reserve(ctx, st.HighWater, 0); err != nil {
 			return st, err
 		}
+	}
+	if err := s.Release(ctx, all); err != nil {
+		return st, err
 	}
 	if err := s.writeMeta(ctx, meta{ID: st.ID, Partitions: s.cfg.Partitions, MigratedFrom: s.cfg.V1Bucket}); err != nil {
 		return st, err
@@ -110,8 +142,16 @@ func (s *Store) create(ctx context.Context) (bus.RegistryState, error) {
 	s.log.Info("migrated the v1 registry bucket into the stream; the bucket is left as it was and no longer read",
 		"bucket", s.cfg.V1Bucket, "records", len(v1.Records), "skipped", v1.Skipped, "stream", s.cfg.Stream,
 		"to_delete_it", "nats kv del "+s.cfg.V1Bucket)
-	st.Records = s.settle()
 	return st, nil
+}
+
+// allParts returns every partition number.
+func (s *Store) allParts() []int {
+	all := make([]int, len(s.parts))
+	for p := range all {
+		all[p] = p
+	}
+	return all
 }
 
 // snapshotAll snapshots every partition and waits for the manifests.
@@ -147,11 +187,15 @@ func (s *Store) snapshotAll(ctx context.Context) error {
 	}
 }
 
-// readSnapshots reads every partition's manifest and chunks, readWorkers
+// readSnapshots reads the manifests and chunks of parts, readWorkers
 // partitions at a time, into the partitions' records. It returns what each
-// snapshot covers and how many entries did not decode.
-func (s *Store) readSnapshots(ctx context.Context) ([]uint64, int, error) {
+// snapshot covers (every sequence, for a partition not in parts: the tail
+// then skips it) and how many entries did not decode.
+func (s *Store) readSnapshots(ctx context.Context, parts []int) ([]uint64, int, error) {
 	covers := make([]uint64, len(s.parts))
+	for p := range covers {
+		covers[p] = ^uint64(0)
+	}
 	skipped := make([]int, len(s.parts))
 	errs := make([]error, len(s.parts))
 	next := make(chan int)
@@ -163,13 +207,13 @@ func (s *Store) readSnapshots(ctx context.Context) ([]uint64, int, error) {
 			}
 		})
 	}
-	for p := range s.parts {
+	for _, p := range parts {
 		next <- p
 	}
 	close(next)
 	wg.Wait()
 	total := 0
-	for p := range s.parts {
+	for _, p := range parts {
 		if errs[p] != nil {
 			return nil, 0, errs[p]
 		}

@@ -55,28 +55,6 @@ func (s *Store) StoreID(ctx context.Context, id string) error {
 	return s.writeMeta(ctx, meta{ID: id, Partitions: s.cfg.Partitions})
 }
 
-// SetHighWater implements bus.Store: gen is stored with the next flush.
-func (s *Store) SetHighWater(gen uint64) {
-	s.mu.Lock()
-	s.hwm = gen
-	s.mu.Unlock()
-	s.kick()
-}
-
-// StoreHighWater implements bus.Store: gen is stored before it returns.
-func (s *Store) StoreHighWater(ctx context.Context, gen uint64) error {
-	_, err := s.await(ctx, s.highWaterWrite(gen))
-	return err
-}
-
-// sendHighWater sends gen without waiting. Under Store.mu.
-func (s *Store) sendHighWater(gen uint64) { s.send(s.highWaterWrite(gen)) }
-
-func (s *Store) highWaterWrite(gen uint64) *write {
-	h := nats.Header{hdrTTL: []string{ttlNever}, hdrRollup: []string{rollupSubject}}
-	return &write{msg: &nats.Msg{Subject: s.l.hwm(), Data: strconv.AppendUint(nil, gen, 10), Header: h}, part: -1, kind: kindHighWater}
-}
-
 // readHighWater reads P.store.hwm; 0 when there is none. unreadable says
 // why a stored one could not be read.
 func (s *Store) readHighWater(ctx context.Context) (gen uint64, unreadable string, err error) {
@@ -92,4 +70,43 @@ func (s *Store) readHighWater(ctx context.Context) (gen uint64, unreadable strin
 		return 0, "high-water mark is not a number", nil
 	}
 	return gen, "", nil
+}
+
+// maxHighWater bounds a usable stored high-water mark (bus refuses higher
+// ones as forged and starts a new id space).
+const maxHighWater = 1 << 62
+
+// reserveTries bounds the compare-and-set rounds of one Reserve.
+const reserveTries = 16
+
+// Reserve implements bus.Store: it reserves n generations for this worker,
+// [start, start+n), start >= floor and above every reservation before it by
+// any worker: the high-water mark on P.store.hwm moves by compare-and-set.
+// Generations thus stay unique across workers and restarts.
+func (s *Store) Reserve(ctx context.Context, floor, n uint64) (uint64, error) {
+	for range reserveTries {
+		var seq, cur uint64
+		msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.hwm())
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return 0, fmt.Errorf("store: read %s: %w", s.l.hwm(), err)
+		default:
+			seq = msg.Sequence
+			cur, _ = strconv.ParseUint(string(msg.Data), 10, 64) // unreadable: the floor decides
+			if cur > maxHighWater {
+				cur = 0 // forged or corrupt: Load reported it, the worker started a new id space
+			}
+		}
+		start := max(cur, floor, 1) // generation 0 means "none"
+		h := nats.Header{hdrTTL: []string{ttlNever}, hdrRollup: []string{rollupSubject}, hdrExpectSeq: []string{strconv.FormatUint(seq, 10)}}
+		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.hwm(), Data: strconv.AppendUint(nil, start+n, 10), Header: h}, part: -1, kind: kindHighWater})
+		if err == nil {
+			return start, nil
+		}
+		if !isFenced(err) {
+			return 0, fmt.Errorf("store: reserve generations: %w", err)
+		}
+	}
+	return 0, fmt.Errorf("store: reserve generations: %d tries lost to other workers", reserveTries)
 }

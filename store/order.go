@@ -15,13 +15,13 @@ import (
 // settle drops the tombstones and returns every record in ascending key
 // order (the coordinator's index builds fastest that way): each partition
 // sorted on its own, readWorkers at a time, then merged.
-func (s *Store) settle() []coordinator.Record {
+func (s *Store) settle(parts []int) []coordinator.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	sorted := make([][]coordinator.Record, len(s.parts))
 	n := 0
-	for _, p := range s.parts {
-		n += len(p.recs)
+	for _, p := range parts {
+		n += len(s.parts[p].recs)
 	}
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -42,7 +42,7 @@ func (s *Store) settle() []coordinator.Record {
 			}
 		})
 	}
-	for pi := range s.parts {
+	for _, pi := range parts {
 		next <- pi
 	}
 	close(next)

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"time"
 
@@ -151,14 +152,17 @@ func (s *Store) purgeLater(subject string, before uint64) {
 
 // sweepChunks purges the chunks of snapshots no manifest names: left by a
 // crash between a snapshot's chunks and its manifest, or before a purge.
-func (s *Store) sweepChunks(ctx context.Context) {
+func (s *Store) sweepChunks(ctx context.Context, parts []int) {
 	info, err := s.stream.Info(ctx, jetstream.WithSubjectFilter(s.l.base+"chunk.>"))
 	if err != nil {
 		return
 	}
 	s.mu.Lock()
-	current := make(map[string]bool, len(s.parts))
-	for pi, p := range s.parts {
+	current := make(map[string]bool, len(parts))
+	mine := make(map[string]bool, len(parts))
+	for _, pi := range parts {
+		p := s.parts[pi]
+		mine[s.l.base+"chunk."+strconv.Itoa(pi)+"."] = true
 		if p.snap.cur.ID != "" {
 			current[s.l.chunks(pi, p.snap.cur.ID)] = true
 		}
@@ -170,6 +174,10 @@ func (s *Store) sweepChunks(ctx context.Context) {
 		i := strings.LastIndexByte(subject, '.')
 		if i < 0 {
 			continue
+		}
+		j := strings.LastIndexByte(subject[:i], '.') // P.store.chunk.<p>.
+		if j < 0 || !mine[subject[:j+1]] {
+			continue // another owner's partition
 		}
 		if pattern := subject[:i] + ".>"; !current[pattern] {
 			orphans[pattern] = true

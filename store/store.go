@@ -28,6 +28,8 @@ var (
 	// ErrFenced: another worker claimed the partition; the server refused
 	// this worker's write.
 	ErrFenced = errors.New("store: partition claimed by another worker")
+	// ErrNotOwner: this worker holds no claim on the key's partition.
+	ErrNotOwner = errors.New("store: partition not claimed by this worker")
 	// ErrClosed: the store is closed.
 	ErrClosed = errors.New("store: closed")
 	// ErrV1Registry: a v1 registry bucket was found but cannot be migrated.
@@ -92,6 +94,7 @@ type Store struct {
 	run   string // this process's token in re-sent events' Nats-Msg-Id
 	sub   *nats.Subscription
 	wake  chan struct{}
+	lost  chan int // partitions lost to another worker\'s claim
 	stop  chan struct{}
 	done  chan struct{}
 
@@ -103,7 +106,6 @@ type Store struct {
 	next     uint64    // the next acknowledgement number
 	backlog  []*write  // waiting for room in the window
 	retries  []*write  // failed, waiting for their retry time
-	hwm      uint64    // the high-water mark to store; 0: nothing new
 	sweepAt  time.Time // when to look for unacknowledged writes next
 	lastSeq  uint64    // the highest stream sequence acknowledged
 	stream   jetstream.Stream
@@ -153,6 +155,7 @@ func Open(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg Config)
 		inbox:    nc.NewRespInbox(),
 		run:      nuid.Next(), // per Store: a reopened store in one process must not repeat it
 		wake:     make(chan struct{}, 1),
+		lost:     make(chan int, cfg.Partitions),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 		inflight: make(map[uint64]*write),
@@ -203,6 +206,10 @@ func CheckJetStream(ctx context.Context, nc *nats.Conn) error {
 func (s *Store) Counters() bus.StoreCounters {
 	return bus.StoreCounters{Written: s.written.Load(), Failed: s.failed.Load(), Fenced: s.fenced.Load()}
 }
+
+// Lost implements bus.Store: it receives each partition another worker's
+// claim took from this one, once per loss.
+func (s *Store) Lost() <-chan int { return s.lost }
 
 // Partitions returns the partition count.
 func (s *Store) Partitions() int { return s.cfg.Partitions }

@@ -42,9 +42,19 @@ func ctxBound(t *testing.T) context.Context {
 	return ctx
 }
 
-// open opens and loads a store on s; it is closed with the test unless
-// the test closes it.
-func open(t *testing.T, s *natstest.Server, cfg store.Config) (*store.Store, bus.RegistryState) {
+// loaded is what a store holds, as a standalone worker reads it: Load,
+// then Claim of every partition.
+type loaded struct {
+	ID        string
+	NewID     bool
+	HighWater uint64
+	Records   []coordinator.Record
+	Skipped   int
+}
+
+// open opens and loads a store on s and claims every partition; it is
+// closed with the test unless the test closes it.
+func open(t *testing.T, s *natstest.Server, cfg store.Config) (*store.Store, loaded) {
 	t.Helper()
 	ctx := ctxBound(t)
 	st, err := store.Open(ctx, connect(t, s), subj, cfg)
@@ -56,7 +66,15 @@ func open(t *testing.T, s *natstest.Server, cfg store.Config) (*store.Store, bus
 	if err != nil {
 		t.Fatal(err)
 	}
-	return st, rs
+	all := make([]int, st.Partitions())
+	for p := range all {
+		all[p] = p
+	}
+	c, err := st.Claim(ctx, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, loaded{ID: rs.ID, NewID: rs.NewID, HighWater: c.HighWater, Records: c.Records, Skipped: c.Skipped}
 }
 
 // putStored puts rec and waits until the store says it is stored.
@@ -132,8 +150,8 @@ func TestRoundTrip(t *testing.T) {
 			if err := st.Publish(&ev, want["k.5"]); err != nil {
 				t.Fatal(err)
 			}
-			if err := st.StoreHighWater(ctx, 1000); err != nil {
-				t.Fatal(err)
+			if start, err := st.Reserve(ctx, 900, 100); err != nil || start != 900 {
+				t.Fatalf("Reserve(900, 100) = %d, %v; want 900", start, err)
 			}
 			if !crash {
 				if err := st.Close(ctx); err != nil {
@@ -390,5 +408,107 @@ func TestCloseSnapshots(t *testing.T) {
 	}
 	if err := st2.Close(ctxBound(t)); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestReserveDisjoint: reservations by two stores on one stream never
+// overlap, and each starts at or above the floor asked for.
+func TestReserveDisjoint(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	a, _ := open(t, s, store.Config{Partitions: 2})
+	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	type block struct{ start, end uint64 }
+	var blocks []block
+	for i := range 20 {
+		st, floor := a, uint64(0)
+		if i%2 == 1 {
+			st, floor = b, uint64(i*10)
+		}
+		start, err := st.Reserve(ctxBound(t), floor, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if start < floor {
+			t.Fatalf("Reserve(floor %d) started at %d", floor, start)
+		}
+		for _, o := range blocks {
+			if start < o.end && o.start < start+100 {
+				t.Fatalf("block [%d,%d) overlaps [%d,%d)", start, start+100, o.start, o.end)
+			}
+		}
+		blocks = append(blocks, block{start, start + 100})
+	}
+}
+
+// TestHandOver: a store releases a partition; another claims it and finds
+// every record, nothing fenced; the first one's writes for it are refused
+// locally (ErrNotOwner) and its other partition still works.
+func TestHandOver(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	a, _ := open(t, s, store.Config{Partitions: 2})
+	keys := map[int]string{}
+	for i := 0; len(keys) < 2; i++ {
+		k := "hand.k" + strconv.Itoa(i)
+		p := bus.PartitionOf(k, 2)
+		if _, ok := keys[p]; !ok {
+			keys[p] = k
+			if err := putStored(t, a, running(k, uint64(i+1))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := a.Release(ctxBound(t), []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Owned(); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("after releasing 0: owned %v; want [1]", got)
+	}
+	if err := putStored(t, a, running(keys[0], 99)); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("a write of a released partition: %v; want ErrNotOwner", err)
+	}
+	if err := putStored(t, a, running(keys[1], 98)); err != nil {
+		t.Fatalf("a write of the partition kept: %v", err)
+	}
+	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := b.Load(ctxBound(t)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := b.Claim(ctxBound(t), []int{0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Records) != 1 || c.Records[0].Key != keys[0] {
+		t.Fatalf("the new owner of 0 claimed %+v; want %s alone", c.Records, keys[0])
+	}
+	if a.Counters().Fenced != 0 || b.Counters().Fenced != 0 {
+		t.Errorf("fenced writes in a hand-over: %d, %d", a.Counters().Fenced, b.Counters().Fenced)
+	}
+}
+
+// TestLostReported: when another store claims a partition, the next write
+// of the old owner is refused by the server and the partition arrives on
+// Lost.
+func TestLostReported(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	a, _ := open(t, s, store.Config{Partitions: 1})
+	open(t, s, store.Config{Partitions: 1})
+	if err := putStored(t, a, running("lost.k", 1)); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("write after the takeover: %v; want ErrFenced", err)
+	}
+	select {
+	case p := <-a.Lost():
+		if p != 0 {
+			t.Fatalf("Lost: %d; want 0", p)
+		}
+	case <-time.After(bound):
+		t.Fatal("no partition on Lost")
 	}
 }

@@ -17,10 +17,18 @@ import (
 // snapshot, each to its partition when it is newer than the partition's
 // snapshot. It returns how many messages it read and how many did not
 // decode.
-func (s *Store) readTail(ctx context.Context, covers []uint64) (read, bad int, err error) {
-	start := covers[0]
-	for _, c := range covers {
-		start = min(start, c)
+func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (read, bad int, err error) {
+	if len(parts) == 0 {
+		return 0, 0, nil
+	}
+	start := covers[parts[0]]
+	filter := []string{s.l.subj.Quiesce(">")}
+	for _, p := range parts {
+		start = min(start, covers[p])
+		filter = append(filter, s.l.log(p))
+	}
+	if len(parts) == len(s.parts) {
+		filter = []string{s.l.subj.Quiesce(">"), s.l.base + "log.>"}
 	}
 	info, err := s.stream.Info(ctx)
 	if err != nil {
@@ -31,7 +39,7 @@ func (s *Store) readTail(ctx context.Context, covers []uint64) (read, bad int, e
 		return 0, 0, nil
 	}
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects:    []string{s.l.base + "log.>", s.l.subj.Quiesce(">")},
+		FilterSubjects:    filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       start + 1,
 		AckPolicy:         jetstream.AckNonePolicy,

@@ -19,8 +19,10 @@ type part struct {
 	// rendered once per claim and shared by every write (read-only).
 	fenceSeq, fenceSubj []string
 	lost                bool // another worker's claim fenced this one out
-	recs                map[string]value
-	lsn                 uint64 // the last lsn handed out
+	// releasing: Release has begun; no write is taken any more.
+	releasing bool
+	recs      map[string]value
+	lsn       uint64 // the last lsn handed out
 
 	buf     []byte        // log entries not yet written
 	bufAt   time.Time     // when buf got its first entry
@@ -98,9 +100,8 @@ func (s *Store) put(rec *coordinator.Record, stored func(error)) error {
 	}
 	pi := s.partOf(rec.Key)
 	p := s.parts[pi]
-	if p.lost {
-		s.fenced.Add(1)
-		return ErrFenced
+	if err := s.writable(p); err != nil {
+		return err
 	}
 	if old, ok := p.recs[rec.Key]; ok && stored == nil && old.record(rec.Key) == *rec {
 		return nil
@@ -120,8 +121,7 @@ func (s *Store) Delete(key string) {
 	}
 	pi := s.partOf(key)
 	p := s.parts[pi]
-	if p.lost {
-		s.fenced.Add(1)
+	if s.writable(p) != nil {
 		return
 	}
 	if _, ok := p.recs[key]; !ok {
@@ -130,6 +130,18 @@ func (s *Store) Delete(key string) {
 	delete(p.recs, key)
 	p.lsn++
 	s.appendLog(pi, appendDelete(p.buf, p.lsn, key), nil)
+}
+
+// writable says why partition p takes no write, or nil. Under Store.mu.
+func (s *Store) writable(p *part) error {
+	switch {
+	case p.lost:
+		s.fenced.Add(1)
+		return ErrFenced
+	case p.token == 0 || p.releasing:
+		return ErrNotOwner
+	}
+	return nil
 }
 
 // appendLog makes buf partition pi's pending log and writes it when it is
@@ -185,9 +197,8 @@ func (s *Store) Publish(ev *bus.QuiesceEvent, rec coordinator.Record) error {
 	}
 	pi := s.partOf(rec.Key)
 	p := s.parts[pi]
-	if p.lost {
-		s.fenced.Add(1)
-		return ErrFenced
+	if err := s.writable(p); err != nil {
+		return err
 	}
 	p.lsn++
 	p.recs[rec.Key] = valueOf(&rec, p.lsn)
