@@ -59,6 +59,7 @@ type Collector struct {
 	redeliveries, dropped, publishErrors              *prometheus.Desc
 	forgotten, heldBack                               *prometheus.Desc
 	storeWrites, storeFailures, storeFenced           *prometheus.Desc
+	owned, claims, releases, lost                     *prometheus.Desc
 	outages, disconnected, reconnects, msgs, msgBytes *prometheus.Desc
 }
 
@@ -88,6 +89,10 @@ func NewCollector(src Source, nc *nats.Conn) *Collector {
 		storeWrites:    d("store_writes_total", "Writes the JetStream store acknowledged: log messages, events, snapshot chunks and manifests, claims."),
 		storeFailures:  d("store_write_failures_total", "Store writes that failed or went unacknowledged; each is retried until stored."),
 		storeFenced:    d("store_fenced_total", "Store writes the server refused because another worker claimed their partition."),
+		owned:          d("partitions_owned", "Partitions this worker decides for."),
+		claims:         d("partition_claims_total", "Partitions this worker claimed (at start, from a dead or leaving worker, or handed over)."),
+		releases:       d("partition_releases_total", "Partitions this worker handed over to another (rebalancing, shutdown)."),
+		lost:           d("partitions_lost_total", "Partitions another worker claimed while this one owned them (it was frozen, cut off or thought dead)."),
 		outages:        d("nats_outages_total", "Disconnections from NATS the worker recovered from (its deadlines were extended by each)."),
 		disconnected:   d("nats_disconnected_seconds_total", "Time spent disconnected from NATS, summed over recovered outages."),
 		connected:      d("nats_connected", "1 while the NATS connection is connected, else 0."),
@@ -110,7 +115,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *Collector) descs() []*prometheus.Desc {
 	return []*prometheus.Desc{c.backends, c.unacked, c.restored, c.restoreSkipped, c.heartbeats, c.stateReports, c.rejected,
 		c.quiesces, c.redeliveries, c.forgotten, c.heldBack, c.dropped, c.publishErrors, c.storeWrites, c.storeFailures,
-		c.storeFenced, c.outages, c.disconnected,
+		c.storeFenced, c.owned, c.claims, c.releases, c.lost, c.outages, c.disconnected,
 		c.connected, c.reconnects, c.msgs, c.msgBytes}
 }
 
@@ -146,6 +151,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.storeWrites, float64(s.StoreWrites))
 	counter(c.storeFailures, float64(s.StoreWriteFailures))
 	counter(c.storeFenced, float64(s.StoreFenced))
+	gauge(c.owned, float64(s.PartitionsOwned))
+	counter(c.claims, float64(s.Claims))
+	counter(c.releases, float64(s.Releases))
+	counter(c.lost, float64(s.PartitionsLost))
 	counter(c.outages, float64(s.Outages))
 	counter(c.disconnected, s.OutageSeconds)
 	if c.nc == nil {
