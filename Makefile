@@ -49,7 +49,7 @@ check-imports: ## check that coordinator imports only what it may
 
 # Each fuzzer for FUZZTIME; the seed corpora in testdata/ run in `make test`.
 fuzz: ## run each fuzzer for FUZZTIME
-	@for pkg in ./bus ./coordinator ./partition; do \
+	@for pkg in ./bus ./coordinator ./member ./partition; do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
