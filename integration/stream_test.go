@@ -43,9 +43,10 @@ func TestQuiesceStreamStoresOncePerID(t *testing.T) {
 		t.Fatalf("stream info: %v", err)
 	}
 	c := info.Config
-	if !slices.Equal(c.Subjects, []string{storeBase + ">"}) || c.Duplicates != time.Minute || c.Storage != jetstream.FileStorage || c.MaxMsgs != -1 || c.MaxBytes != -1 {
-		t.Errorf("stream config: got subjects %v, duplicates %v, storage %v, max msgs %d, max bytes %d; want [%s>], 1m0s, file, no limits (claims and snapshots must not be discarded)",
-			c.Subjects, c.Duplicates, c.Storage, c.MaxMsgs, c.MaxBytes, storeBase)
+	wantSubjects := []string{storeBase + "own.*", storeBase + "log.*", storeBase + "snap.*", storeBase + "chunk.>", storeBase + "qout.>", storeBase + "meta", storeBase + "hwm"}
+	if !slices.Equal(c.Subjects, wantSubjects) || c.Duplicates != time.Minute || c.Storage != jetstream.FileStorage || c.MaxMsgs != -1 || c.MaxBytes != -1 {
+		t.Errorf("stream config: got subjects %v, duplicates %v, storage %v, max msgs %d, max bytes %d; want %v (not the membership heartbeats), 1m0s, file, no limits (claims and snapshots must not be discarded)",
+			c.Subjects, c.Duplicates, c.Storage, c.MaxMsgs, c.MaxBytes, wantSubjects)
 	}
 	if tr, rp := c.SubjectTransform, c.RePublish; tr == nil || tr.Source != storeBase+"qout.*.>" || tr.Destination != prefix+".quiesce.>" ||
 		rp == nil || rp.Source != prefix+".quiesce.>" || rp.Destination != prefix+".quiesce.>" || rp.HeadersOnly {

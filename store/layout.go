@@ -87,6 +87,13 @@ func EventSubject(s bus.Subjects, partitions int, key string) string {
 	return newLayout(s).event(partition.Of(key, partitions), key)
 }
 
+// storedSubjects are the store's subjects the stream captures: all of
+// P.store. but the membership heartbeats (P.store.members, core NATS only).
+func (l layout) storedSubjects() []string {
+	return []string{l.base + "own.*", l.base + "log.*", l.base + "snap.*", l.base + "chunk.>",
+		l.base + eventTransform + ".>", l.meta(), l.hwm()}
+}
+
 // streamConfig is the one stream of the prefix. Events come in on
 // P.store.qout.<p>.<K>, fenced; an input transform stores them as
 // P.quiesce.<K>, where brokers' durable consumers read, and RePublish hands
@@ -99,7 +106,7 @@ func (l layout) streamConfig(name string, replicas int, dup, maxAge time.Duratio
 	return jetstream.StreamConfig{
 		Name:        name,
 		Description: "idle-worker: quiesce events, registry snapshots and log, partition claims",
-		Subjects:    []string{l.base + ">"},
+		Subjects:    l.storedSubjects(),
 		SubjectTransform: &jetstream.SubjectTransformConfig{
 			Source:      l.base + eventTransform + ".*.>",
 			Destination: l.subj.Quiesce(">"),
