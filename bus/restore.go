@@ -54,6 +54,7 @@ func (w *Worker) restore(ctx context.Context) error {
 	w.coord.SetGenerationFloor(start - 1)
 	w.blockStart, w.hwm = start, start+generationBlock
 	w.owned = make([]bool, w.reg.Partitions())
+	w.stats.partitions.Store(int64(len(w.owned)))
 	if w.cfg.Cluster {
 		w.log.Info("store loaded; partitions are claimed as the cluster assigns them", "took", time.Since(t0))
 		return nil

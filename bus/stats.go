@@ -83,9 +83,11 @@ type Stats struct {
 	// Outages counts NATS disconnections; OutageSeconds sums their length.
 	Outages       uint64  `json:"outages"`
 	OutageSeconds float64 `json:"outage_seconds"`
-	// PartitionsOwned is how many partitions the worker decides for;
+	// Partitions is the partition count of the prefix (0 without a store);
+	// PartitionsOwned is how many of them the worker decides for;
 	// Claims and Releases count partitions it claimed and released,
 	// PartitionsLost those another worker's claim took from it.
+	Partitions      int    `json:"partitions"`
 	PartitionsOwned int64  `json:"partitions_owned"`
 	Claims          uint64 `json:"claims"`
 	Releases        uint64 `json:"releases"`
@@ -113,6 +115,7 @@ type counters struct {
 	outages        atomic.Uint64
 	outageNanos    atomic.Int64
 	owned          atomic.Int64
+	partitions     atomic.Int64
 	claims         atomic.Uint64
 	releases       atomic.Uint64
 	lost           atomic.Uint64
@@ -138,6 +141,7 @@ func (w *Worker) Stats() Stats {
 		HeldBack:        w.stats.held.Load(),
 		Outages:         w.stats.outages.Load(),
 		OutageSeconds:   time.Duration(w.stats.outageNanos.Load()).Seconds(),
+		Partitions:      int(w.stats.partitions.Load()),
 		PartitionsOwned: w.stats.owned.Load(),
 		Claims:          w.stats.claims.Load(),
 		Releases:        w.stats.releases.Load(),

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -226,4 +227,28 @@ func waitServing(t *testing.T, p *proc, nc *nats.Conn) {
 		_, err := nc.Request(ping, nil, 250*time.Millisecond)
 		return err == nil
 	})
+	// With a store, the worker decides once it holds its partitions: a
+	// worker alone on its prefix claims them all.
+	waitFor(t, 30*time.Second, func() bool {
+		s, err := serviceStats(nc)
+		return err == nil && int64(s.Partitions) == s.PartitionsOwned
+	})
+}
+
+// serviceStats reads the worker's counters from the micro stats endpoint.
+func serviceStats(nc *nats.Conn) (bus.Stats, error) {
+	subj, _ := micro.ControlSubject(micro.StatsVerb, bus.ServiceName, "")
+	m, err := nc.Request(subj, nil, 250*time.Millisecond)
+	if err != nil {
+		return bus.Stats{}, err
+	}
+	var st struct {
+		Endpoints []struct {
+			Data bus.Stats `json:"data"`
+		} `json:"endpoints"`
+	}
+	if err := json.Unmarshal(m.Data, &st); err != nil || len(st.Endpoints) == 0 {
+		return bus.Stats{}, fmt.Errorf("stats: %w (%s)", err, m.Data)
+	}
+	return st.Endpoints[0].Data, nil
 }

@@ -38,7 +38,8 @@
 //
 // Each worker has a name (IDLE_WORKER_NAME, DefaultName when unset): 1 to
 // 64 bytes of [A-Za-z0-9._-] (CheckName). Each process start also draws a
-// random instance id. Start listens for Timeout before its first heartbeat;
+// random instance id. Start listens for two heartbeat intervals (at most
+// Timeout) before its first heartbeat;
 // if it hears its own name from another instance, it fails with
 // ErrNameTaken (two live workers with one name: the second refuses to
 // start). If two instances with one name meet later (one was frozen while

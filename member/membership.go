@@ -67,7 +67,8 @@ type Stats struct {
 }
 
 // Start joins the membership of the prefix of s on nc as cfg.Name. It
-// subscribes to Subject(s), listens for cfg.Timeout without sending (so it
+// subscribes to Subject(s), listens for two intervals (at most cfg.Timeout)
+// without sending (so it
 // learns the current members and whether its name is taken), then sends
 // its first heartbeat and returns; from then on it sends one every
 // cfg.Interval, reporting the partitions of SetOwned.
@@ -119,12 +120,14 @@ func Start(ctx context.Context, nc *nats.Conn, s bus.Subjects, cfg Config) (*Mem
 	return m, nil
 }
 
-// listen waits cfg.Timeout for a name clash, then joins.
+// listen waits for a name clash, then joins: two heartbeat intervals (a
+// live member is heard at least once in that time), at most cfg.Timeout.
+// A clash found later still arrives on Conflict.
 func (m *Membership) listen(ctx context.Context) error {
 	if err := flush(ctx, m.nc, m.cfg.Timeout); err != nil {
 		return fmt.Errorf("member: subscribe %s: %w", m.subject, err)
 	}
-	t := time.NewTimer(m.cfg.Timeout)
+	t := time.NewTimer(min(2*m.cfg.Interval, m.cfg.Timeout))
 	defer t.Stop()
 	select {
 	case err := <-m.clash:

@@ -16,6 +16,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/embedded"
+	"github.com/idle-worker/idle-worker/member"
 	"github.com/idle-worker/idle-worker/natsconn"
 	"github.com/idle-worker/idle-worker/partition"
 )
@@ -51,7 +52,9 @@ type config struct {
 	StreamMaxAge        time.Duration `envconfig:"STREAM_MAX_AGE" default:"24h" desc:"how long the stream keeps events."`
 	QuiesceRetry        time.Duration `envconfig:"QUIESCE_RETRY" default:"30s" desc:"re-send a quiesce (same id) to a backend still draining after this long; 0 turns redelivery off."`
 	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m" desc:"cap of the redelivery backoff, which doubles per attempt."`
-	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s" desc:"bound on the whole graceful shutdown: draining subscriptions, flushing, closing the stream and registry (three quarters), then draining the connection."`
+	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s" desc:"bound on the whole graceful shutdown: handing the partitions over to the other workers (half), draining subscriptions, flushing and closing the store, then draining the connection."`
+	WorkerName          string        `envconfig:"WORKER_NAME" desc:"this worker's name among the workers of the prefix, 1 to 64 bytes of [A-Za-z0-9._-]; default: the host name and a random suffix. A second live worker with a name in use refuses to start (exit 1)."`
+	OwnerTimeout        time.Duration `envconfig:"OWNER_TIMEOUT" default:"1s" desc:"how long a worker may go unheard (its membership heartbeats, every quarter of this) before the others take its partitions over."`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
 	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json (log/slog)."`
 	// HTTPAddr is where /metrics, /healthz and /readyz are served; set
@@ -250,6 +253,10 @@ func (c config) validate() error {
 		return bad("QUEUE_LENGTH", "%d must be at least 1", c.QueueLength)
 	case c.ConnectTimeout <= 0:
 		return bad("CONNECT_TIMEOUT", "%v must be positive", c.ConnectTimeout)
+	case c.WorkerName != "" && member.CheckName(c.WorkerName) != nil:
+		return bad("WORKER_NAME", "%v", member.CheckName(c.WorkerName))
+	case c.OwnerTimeout < 100*time.Millisecond:
+		return bad("OWNER_TIMEOUT", "%v is below 100ms", c.OwnerTimeout)
 	case c.ShutdownTimeout <= 0:
 		return bad("SHUTDOWN_TIMEOUT", "%v must be positive", c.ShutdownTimeout)
 	case c.PingInterval <= 0:

@@ -41,13 +41,13 @@ var errShuttingDown = errors.New("shutting down")
 
 // serveHTTP serves /metrics, /healthz and /readyz on ln until the returned
 // stop is called, which shuts the server down gracefully within timeout.
-func serveHTTP(ctx context.Context, ln net.Listener, w *bus.Worker, nc *nats.Conn, lateness *metrics.Lateness, timeout time.Duration, logger *slog.Logger) (stop func(), err error) {
+func serveHTTP(ctx context.Context, ln net.Listener, w *bus.Worker, nc *nats.Conn, lateness *metrics.Lateness, workerReady <-chan struct{}, timeout time.Duration, logger *slog.Logger) (stop func(), err error) {
 	log := logger.With("component", "http")
 	reg, err := metrics.NewRegistry(metrics.NewCollector(w, nc), lateness)
 	if err != nil {
 		return nil, err
 	}
-	ready := metrics.Readiness(nc, w.Ready())
+	ready := metrics.Readiness(nc, workerReady)
 	srv := &http.Server{
 		Handler: metrics.Handler(reg, func() error {
 			if ctx.Err() != nil {

@@ -52,7 +52,7 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 	case err != nil:
 		return err
 	}
-	wcfg.Store = st
+	wcfg.Store, wcfg.Cluster = st, true
 	logger.Info("persistence on", "stream", cfg.QuiesceStream, "partitions", cfg.Partitions, "replicas", cfg.StoreReplicas)
 	return nil
 }

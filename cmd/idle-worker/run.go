@@ -60,17 +60,17 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 		closeStore(wcfg, cfg, logger)
 		return err
 	}
+	ready, wait := startWorker(ctx, w, nc, subjects, wcfg.Cluster, cfg, logger)
 	stopHTTP := func() {}
 	if ln != nil {
-		if stopHTTP, err = serveHTTP(ctx, ln, w, nc, lateness, cfg.ShutdownTimeout, logger); err != nil {
-			closeStore(wcfg, cfg, logger)
-			return err
+		if stopHTTP, err = serveHTTP(ctx, ln, w, nc, lateness, ready, cfg.ShutdownTimeout, logger); err != nil {
+			logger.Error("no /metrics, /healthz or /readyz: the HTTP server could not start", "component", "http", "error", err)
 		}
 	}
 
-	runErr := w.Run(ctx)
+	atStop, runErr := wait()
 	if tempStore {
-		warnDiscarded(w.Stats(), logger)
+		warnDiscarded(atStop, logger)
 	}
 	closeConn(nc, closed, cfg, logger)
 	stopHTTP()
