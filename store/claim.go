@@ -52,7 +52,7 @@ func (s *Store) claimOne(ctx context.Context, p int) error {
 	}
 	body, _ := json.Marshal(claim{Worker: s.cfg.Worker, At: time.Now().UTC()})
 	h := nats.Header{hdrExpectSeq: []string{strconv.FormatUint(last, 10)}, hdrTTL: []string{ttlNever}}
-	seq, err := s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.own(p), Data: body, Header: h}, part: -1, kind: kindClaim})
+	seq, err := s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.own(p), Data: body, Header: h}, part: -1, fence: -1, kind: kindClaim})
 	if err != nil {
 		return err
 	}
@@ -167,7 +167,7 @@ func (s *Store) releaseOne(ctx context.Context, p int) error {
 	if token != 0 {
 		body, _ := json.Marshal(claim{At: time.Now().UTC(), Released: true})
 		h := nats.Header{hdrExpectSeq: []string{strconv.FormatUint(token, 10)}, hdrTTL: []string{ttlNever}}
-		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.own(p), Data: body, Header: h}, part: -1, kind: kindClaim})
+		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.own(p), Data: body, Header: h}, part: -1, fence: -1, kind: kindClaim})
 		if err != nil {
 			err = fmt.Errorf("store: release partition %d: %w", p, err)
 		}

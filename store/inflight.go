@@ -43,6 +43,14 @@ func (e *ackError) Error() string {
 // send puts w in flight, or in the backlog when the window is full. Under
 // Store.mu.
 func (s *Store) send(w *write) {
+	if s.cfg.Replicas > 1 && w.fence >= 0 {
+		pt := s.parts[w.fence]
+		if pt.fenceHolder != nil && pt.fenceHolder != w {
+			pt.fenceQueue = append(pt.fenceQueue, w)
+			return
+		}
+		pt.fenceHolder = w
+	}
 	if len(s.inflight) >= maxInflight {
 		s.backlog = append(s.backlog, w)
 		return
@@ -58,6 +66,25 @@ func (s *Store) send(w *write) {
 	if err := s.nc.PublishMsg(w.msg); err != nil {
 		s.unflight(w)
 		s.failWrite(w, err)
+	}
+}
+
+// nextFenced lets the next fenced write of w's partition go, w being done
+// (stored or refused for good). Under Store.mu.
+func (s *Store) nextFenced(w *write) {
+	if w.fence < 0 {
+		return
+	}
+	pt := s.parts[w.fence]
+	if pt.fenceHolder != w {
+		return
+	}
+	pt.fenceHolder = nil
+	if len(pt.fenceQueue) > 0 {
+		next := pt.fenceQueue[0]
+		pt.fenceQueue[0] = nil
+		pt.fenceQueue = pt.fenceQueue[1:]
+		s.send(next)
 	}
 }
 
@@ -85,6 +112,9 @@ func (s *Store) onAck(m *nats.Msg) {
 	}
 	s.unflight(w)
 	seq, aerr := parseAck(m)
+	if aerr == nil || isFenced(aerr) {
+		s.nextFenced(w)
+	}
 	switch {
 	case aerr == nil:
 		s.written.Add(1)

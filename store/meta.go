@@ -46,7 +46,7 @@ func (s *Store) writeMeta(ctx context.Context, m meta) error {
 	m.Format = metaFormat
 	body, _ := json.Marshal(m)
 	h := nats.Header{hdrTTL: []string{ttlNever}, hdrRollup: []string{rollupSubject}}
-	_, err := s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.meta(), Data: body, Header: h}, part: -1, kind: kindMeta})
+	_, err := s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.meta(), Data: body, Header: h}, part: -1, fence: -1, kind: kindMeta})
 	return err
 }
 
@@ -100,7 +100,7 @@ func (s *Store) Reserve(ctx context.Context, floor, n uint64) (uint64, error) {
 		}
 		start := max(cur, floor, 1) // generation 0 means "none"
 		h := nats.Header{hdrTTL: []string{ttlNever}, hdrRollup: []string{rollupSubject}, hdrExpectSeq: []string{strconv.FormatUint(seq, 10)}}
-		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.hwm(), Data: strconv.AppendUint(nil, start+n, 10), Header: h}, part: -1, kind: kindHighWater})
+		_, err = s.await(ctx, &write{msg: &nats.Msg{Subject: s.l.hwm(), Data: strconv.AppendUint(nil, start+n, 10), Header: h}, part: -1, fence: -1, kind: kindHighWater})
 		if err == nil {
 			return start, nil
 		}

@@ -101,7 +101,7 @@ func (s *Store) startSnapshot(pi int) {
 		size += len(data)
 		h := nats.Header{hdrTTL: []string{ttlNever}}
 		s.fence(h, pi)
-		s.send(&write{msg: &nats.Msg{Subject: s.l.chunk(pi, m.ID, c), Data: data, Header: h}, part: -1, kind: kindChunk,
+		s.send(&write{msg: &nats.Msg{Subject: s.l.chunk(pi, m.ID, c), Data: data, Header: h}, part: -1, fence: pi, kind: kindChunk,
 			then: func(_ uint64, err error) {
 				if err != nil {
 					failed = true
@@ -127,7 +127,7 @@ func (s *Store) finishSnapshot(pi int, m manifest, size int, failed bool) {
 	h := nats.Header{hdrTTL: []string{ttlNever}, hdrRollup: []string{rollupSubject}}
 	s.fence(h, pi)
 	old := p.snap.cur
-	s.send(&write{msg: &nats.Msg{Subject: s.l.snap(pi), Data: body, Header: h}, part: -1, kind: kindManifest,
+	s.send(&write{msg: &nats.Msg{Subject: s.l.snap(pi), Data: body, Header: h}, part: -1, fence: pi, kind: kindManifest,
 		then: func(_ uint64, err error) {
 			p.snap.running = false
 			if err != nil {

@@ -32,7 +32,11 @@ type part struct {
 	retrying int    // of those, writes that failed once: they may land after newer ones
 	acked    uint64 // the highest stream sequence acknowledged for its log and events
 	written  int    // bytes of log and events since the last snapshot began
-	snap     snapState
+	// On a replicated stream: the fenced write in flight (or waiting for
+	// its retry), and those queued behind it, in order.
+	fenceHolder *write
+	fenceQueue  []*write
+	snap        snapState
 }
 
 // writeKind says what a write is, for counting and for what its
@@ -51,8 +55,13 @@ const (
 
 // write is one message to the stream and what waits on it.
 type write struct {
-	msg     *nats.Msg
-	part    int // -1: not a partition's
+	msg  *nats.Msg
+	part int // -1: not a partition's
+	// fence is the partition whose claim fences the write, -1 for none.
+	// On a replicated stream one fenced write per partition is in flight
+	// at a time: the server refuses a second (10164) while the first is
+	// being replicated.
+	fence   int
 	kind    writeKind
 	waiters []func(error)
 	// then, when set, runs under Store.mu with the outcome: the stored
@@ -171,7 +180,7 @@ func (s *Store) flushPart(pi int) {
 	}
 	h := nats.Header{hdrTTL: []string{ttlNever}}
 	s.fence(h, pi)
-	w := &write{msg: &nats.Msg{Subject: s.l.log(pi), Data: p.buf, Header: h}, part: pi, kind: kindLog, waiters: p.waiters}
+	w := &write{msg: &nats.Msg{Subject: s.l.log(pi), Data: p.buf, Header: h}, part: pi, fence: pi, kind: kindLog, waiters: p.waiters}
 	p.written += len(p.buf)
 	p.buf, p.waiters = nil, nil
 	s.send(w)
@@ -215,7 +224,7 @@ func (s *Store) Publish(ev *bus.QuiesceEvent, rec coordinator.Record) error {
 	s.fence(h, pi)
 	data := ev.AppendJSON(make([]byte, 0, 160+len(ev.Key)))
 	p.written += len(data) + len(raw)
-	s.send(&write{msg: &nats.Msg{Subject: s.l.event(pi, rec.Key), Data: data, Header: h}, part: pi, kind: kindEvent})
+	s.send(&write{msg: &nats.Msg{Subject: s.l.event(pi, rec.Key), Data: data, Header: h}, part: pi, fence: pi, kind: kindEvent})
 	return nil
 }
 
