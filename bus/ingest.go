@@ -16,11 +16,17 @@ func (w *Worker) handle(m *nats.Msg) {
 	if key, ok := w.subj.ActivityKey(m.Subject); ok {
 		if w.owns(key) {
 			w.onActivity(key, m)
+		} else {
+			w.warmNote(key, true, nil)
 		}
 		return
 	}
-	if key, ok := w.subj.StateKey(m.Subject); ok && w.owns(key) {
-		w.onState(key, m)
+	if key, ok := w.subj.StateKey(m.Subject); ok {
+		if w.owns(key) {
+			w.onState(key, m)
+		} else {
+			w.warmNote(key, false, m.Data)
+		}
 	}
 }
 

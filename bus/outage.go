@@ -53,6 +53,7 @@ func (w *Worker) onStatus(first nats.Status) error {
 		outage := now.Sub(w.pausedAt)
 		w.paused = false
 		w.coord.Extend(outage, now)
+		w.warm.trustFrom(now) // heartbeats were missed during the outage
 		w.stats.outages.Add(1)
 		w.stats.outageNanos.Add(int64(outage))
 		w.log.Warn("NATS connection back; deadlines extended by the outage", "outage", outage.Round(time.Millisecond))

@@ -60,6 +60,7 @@ func (w *Worker) Acquire(ctx context.Context, parts []int) error {
 		return fmt.Errorf("bus: acquire partitions %v: %w", parts, err)
 	}
 	return w.do(func() {
+		w.warmTrust()
 		restored, skipped := w.restoreRecords(c.Records, c.HighWater)
 		w.setOwned(parts, true)
 		w.stats.claims.Add(uint64(len(parts)))
@@ -131,6 +132,7 @@ func (w *Worker) removeWhere(match func(key string) bool) error {
 			next, more = w.coord.Scan(w.now(), after, "", w.sliceSize(), func(b coordinator.Backend) bool {
 				if match(b.Key) {
 					doomed = append(doomed, b.Key)
+					w.warmKeep(b)
 				}
 				return true
 			})
@@ -163,7 +165,14 @@ func (w *Worker) restoreRecords(recs []coordinator.Record, hwm uint64) (restored
 			gen++
 			rec.Generation = gen
 		}
-		if err := w.coord.Restore(rec, now); err != nil {
+		last := now
+		if rec.State == coordinator.Running {
+			if t, ok := w.warm.lastActive(rec.Key); ok {
+				last = t
+			}
+		}
+		delete(w.warm.seen, rec.Key)
+		if err := w.coord.RestoreAt(rec, now, last); err != nil {
 			if refused++; refused == 1 {
 				w.log.Warn("stored records not restored: a backend limit is reached", "first", rec.Key, "error", err)
 			}

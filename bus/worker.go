@@ -150,6 +150,7 @@ type Worker struct {
 	armedAt time.Time
 
 	reg        Store
+	warm       warmth // last heartbeats seen of other workers' partitions
 	hwm        uint64 // end of the block of generations reserved
 	blockStart uint64 // its start
 	reserving  bool   // a reservation of the next block is under way
@@ -235,6 +236,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		pace:     newPacer(cfg.QuiesceRate),
 		replies:  replies,
 		reg:      cfg.Store,
+		warm:     newWarmth(cfg.Now()),
 	}
 	w.pub = &corePublisher{nc: nc}
 	if cfg.Store != nil {
@@ -285,7 +287,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		lost = w.reg.Lost()
 	}
 	w.publishGauges()
-	w.rearm() // restored backends are due with no message arriving
+	w.warm.trustFrom(w.now()) // subscribed: every heartbeat is seen from here
+	w.rearm()                 // restored backends are due with no message arriving
 	close(w.ready)
 	w.log.Info("worker ready", "prefix", w.subj.Prefix(), "default_timeout", w.defTO, "max_timeout", w.cfg.MaxTimeout)
 
@@ -302,6 +305,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			call()
 		case <-summary.C:
 			w.summary.flush(w.cfg.SummaryInterval)
+			w.warm.sweep(w.now(), w.cfg.MaxTimeout)
 		case p := <-lost:
 			w.lose(p)
 		case st := <-w.status:

@@ -323,3 +323,51 @@ func TestListPageMatchesFullSort(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreAt: a running backend restored with its last activity is due
+// at that activity plus its timeout (at once when that has passed, never
+// before it); a last activity after now counts as now; non-running
+// backends are restored as by Restore.
+func TestRestoreAt(t *testing.T) {
+	now := rt0.Add(time.Hour)
+	tests := []struct {
+		name    string
+		last    time.Duration // lastActive - now
+		state   State
+		wantDue time.Duration // from now; negative: nothing due within an hour
+	}{
+		{"seen 2 s ago, 5 s timeout: due in 3 s", -2 * time.Second, Running, 3 * time.Second},
+		{"seen 9 s ago: due at once", -9 * time.Second, Running, 0},
+		{"seen just now", 0, Running, 5 * time.Second},
+		{"a time after now counts as now", 3 * time.Second, Running, 5 * time.Second},
+		{"quiesced stays quiesced", -9 * time.Second, Quiesced, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(retryPolicy())
+			if _, err := c.MarkActivity("other", rt0); err != nil { // an epoch before the restore
+				t.Fatal(err)
+			}
+			c.Remove("other")
+			rec := Record{Key: "k", IdleTimeout: 5 * time.Second, State: tt.state, Generation: 3, Reason: IdleTimeout}
+			if err := c.RestoreAt(rec, now, now.Add(tt.last)); err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantDue < 0 {
+				if got := c.CollectDue(now.Add(time.Hour)); len(got) != 0 {
+					t.Fatalf("got %+v; want nothing due", got)
+				}
+				return
+			}
+			if tt.wantDue > 0 {
+				if got := c.CollectDue(now.Add(tt.wantDue - time.Nanosecond)); len(got) != 0 {
+					t.Fatalf("early: got %+v", got)
+				}
+			}
+			if got := c.CollectDue(now.Add(tt.wantDue)); len(got) != 1 || got[0].Key != "k" {
+				t.Fatalf("at %v: got %+v; want k", tt.wantDue, got)
+			}
+			checkInvariants(t, c)
+		})
+	}
+}

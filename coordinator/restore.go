@@ -21,7 +21,20 @@ import (
 // not pin a larger buffer. Restoring many records is fastest in ascending
 // key order, after Grow.
 func (c *Coordinator) Restore(rec Record, now time.Time) error {
+	return c.RestoreAt(rec, now, now)
+}
+
+// RestoreAt is Restore for a backend last active at lastActive (at most
+// now, later ones count as now): a Running backend's deadline is
+// lastActive plus its timeout, due at once when that has passed. A worker
+// taking a partition over from a dead one passes the last heartbeat it saw
+// itself, so the takeover adds no grace beyond what it could not see.
+func (c *Coordinator) RestoreAt(rec Record, now, lastActive time.Time) error {
 	t := c.offset(now)
+	last := t
+	if lastActive.Before(now) {
+		last = c.offset(lastActive)
+	}
 	if rec.State < Running || rec.State > Quiesced {
 		rec.State = Running
 	}
@@ -36,7 +49,7 @@ func (c *Coordinator) Restore(rec Record, now time.Time) error {
 		c.lastGen++
 		rec.Generation = c.lastGen
 	}
-	e := &entry{key: rec.Key, last: t, touched: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
+	e := &entry{key: rec.Key, last: last, touched: t, timeout: int64(clamp(rec.IdleTimeout)), gen: rec.Generation, state: rec.State, reason: rec.Reason, idx: -1}
 	c.insert(e)
 	switch {
 	case e.state == Running:
