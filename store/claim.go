@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -122,18 +123,19 @@ func (s *Store) Release(ctx context.Context, parts []int) error {
 		}
 	}
 	s.mu.Unlock()
-	var errs []error
-	for _, p := range parts {
+	// Each partition on its own goroutine: the releases are pipelined, not
+	// one round trip after another.
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
 		if p < 0 || p >= len(s.parts) {
 			continue
 		}
-		if err := s.waitQuiet(ctx, p); err != nil {
-			errs = append(errs, err)
-		}
-		if err := s.releaseOne(ctx, p); err != nil {
-			errs = append(errs, err)
-		}
+		wg.Go(func() {
+			errs[i] = errors.Join(s.waitQuiet(ctx, p), s.releaseOne(ctx, p))
+		})
 	}
+	wg.Wait()
 	return errors.Join(errs...)
 }
 
