@@ -13,6 +13,26 @@ import (
 // handle applies one message of the data subscriptions: a heartbeat or a
 // state report.
 func (w *Worker) handle(m *nats.Msg) {
+	if activity, key, ok := w.routeKey(m.Subject); ok {
+		// Mapped to one of this worker's partitions' subjects.
+		if !w.owns(key) {
+			return // a client published on P.p.… itself, or a partition just dropped
+		}
+		if activity {
+			w.onActivity(key, m)
+		} else {
+			w.onState(key, m)
+		}
+		return
+	}
+	if w.cfg.Router != nil {
+		if key, ok := w.subj.ActivityKey(m.Subject); ok {
+			w.unmapped(m, key)
+		} else if key, ok := w.subj.StateKey(m.Subject); ok {
+			w.unmapped(m, key)
+		}
+		return
+	}
 	if key, ok := w.subj.ActivityKey(m.Subject); ok {
 		if w.owns(key) {
 			w.onActivity(key, m)

@@ -12,7 +12,15 @@ import (
 // start subscribes the data subjects and starts the admin service.
 func (w *Worker) start() (micro.Service, error) {
 	for _, subject := range []string{w.subj.Activity(">"), w.subj.State(">")} {
-		sub, err := w.nc.ChanSubscribe(subject, w.msgs)
+		var sub *nats.Subscription
+		var err error
+		if w.cfg.Router != nil {
+			// Mapped messages come on the partitions' subjects; what still
+			// arrives here was not mapped, and one worker refuses it.
+			sub, err = w.nc.ChanQueueSubscribe(subject, unmappedQueue, w.msgs)
+		} else {
+			sub, err = w.nc.ChanSubscribe(subject, w.msgs)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("bus: subscribe %s: %w", subject, err)
 		}
@@ -30,6 +38,10 @@ func (w *Worker) start() (micro.Service, error) {
 	}
 	return svc, nil
 }
+
+// unmappedQueue is the queue group of the prefix's own subjects when the
+// servers map the messages (see Router).
+const unmappedQueue = "idle-worker-unmapped"
 
 // unsubscribe drops the subscriptions at once, when start fails.
 func (w *Worker) unsubscribe() {

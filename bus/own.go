@@ -30,10 +30,16 @@ func (w *Worker) Owned() []int {
 	return slices.Clone(w.ownedList)
 }
 
-// setOwned records parts as owned or not. Loop only.
+// setOwned records parts as owned or not, and with a Router subscribes to
+// their messages or drops them. Loop only.
 func (w *Worker) setOwned(parts []int, own bool) {
 	for _, p := range parts {
 		w.owned[p] = own
+	}
+	if own {
+		w.subscribeParts(parts)
+	} else {
+		w.unsubscribeParts(parts)
 	}
 	var list []int
 	for p, o := range w.owned {

@@ -87,7 +87,10 @@ type Stats struct {
 	// PartitionsOwned is how many of them the worker decides for;
 	// Claims and Releases count partitions it claimed and released,
 	// PartitionsLost those another worker's claim took from it.
-	Partitions      int    `json:"partitions"`
+	Partitions int `json:"partitions"`
+	// Foreign counts heartbeats and reports received for partitions other
+	// workers own (ignored but for warm state; none with IDLE_MAPPED).
+	Foreign         uint64 `json:"foreign"`
 	PartitionsOwned int64  `json:"partitions_owned"`
 	Claims          uint64 `json:"claims"`
 	Releases        uint64 `json:"releases"`
@@ -116,6 +119,7 @@ type counters struct {
 	outageNanos    atomic.Int64
 	owned          atomic.Int64
 	partitions     atomic.Int64
+	foreign        atomic.Uint64
 	claims         atomic.Uint64
 	releases       atomic.Uint64
 	lost           atomic.Uint64
@@ -142,6 +146,7 @@ func (w *Worker) Stats() Stats {
 		Outages:         w.stats.outages.Load(),
 		OutageSeconds:   time.Duration(w.stats.outageNanos.Load()).Seconds(),
 		Partitions:      int(w.stats.partitions.Load()),
+		Foreign:         w.stats.foreign.Load(),
 		PartitionsOwned: w.stats.owned.Load(),
 		Claims:          w.stats.claims.Load(),
 		Releases:        w.stats.releases.Load(),

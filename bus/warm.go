@@ -71,6 +71,7 @@ func (h *warmth) sweep(now time.Time, maxTimeout time.Duration) {
 // warmNote applies a heartbeat or report of a key the worker does not own
 // to its warm state. Loop only.
 func (w *Worker) warmNote(key string, activity bool, data []byte) {
+	w.stats.foreign.Add(1)
 	if !w.cfg.Cluster {
 		return
 	}

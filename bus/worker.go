@@ -83,6 +83,10 @@ type WorkerConfig struct {
 	// quiesce events before brokers see them (see package store); Run
 	// loads it before serving. Nil: memory only, events on core NATS.
 	Store Store
+	// Router, when set, says the servers map each partition's messages to
+	// subjects of their own (IDLE_MAPPED): the worker subscribes to its
+	// partitions' only, and has no warm state of the others.
+	Router Router
 	// Cluster: partitions are claimed and released by a controller
 	// (Acquire, Release) as workers come and go; the worker starts owning
 	// none. False: it claims every partition at start.
@@ -157,7 +161,8 @@ type Worker struct {
 	overrun    bool   // generations went past hwm (logged once)
 	owned      []bool // by partition: decided here; nil without a Store
 	ownMu      sync.Mutex
-	ownedList  []int // owned, for Owned (under ownMu)
+	ownedList  []int                        // owned, for Owned (under ownMu)
+	partSubs   map[int][]*nats.Subscription // with a Router: each owned partition's
 	status     chan nats.Status
 	paused     bool // disconnected from NATS: no quiesce decisions
 	pausedAt   time.Time
@@ -237,6 +242,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		replies:  replies,
 		reg:      cfg.Store,
 		warm:     newWarmth(cfg.Now()),
+		partSubs: make(map[int][]*nats.Subscription),
 	}
 	w.pub = &corePublisher{nc: nc}
 	if cfg.Store != nil {
@@ -287,8 +293,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		lost = w.reg.Lost()
 	}
 	w.publishGauges()
-	w.warm.trustFrom(w.now()) // subscribed: every heartbeat is seen from here
-	w.rearm()                 // restored backends are due with no message arriving
+	if w.cfg.Router == nil {
+		w.warm.trustFrom(w.now()) // subscribed: every heartbeat is seen from here
+	}
+	w.rearm() // restored backends are due with no message arriving
 	close(w.ready)
 	w.log.Info("worker ready", "prefix", w.subj.Prefix(), "default_timeout", w.defTO, "max_timeout", w.cfg.MaxTimeout)
 

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
 	"github.com/idle-worker/idle-worker/internal/natstest"
+	"github.com/idle-worker/idle-worker/partition"
 )
 
 // clusterParts is the partition count of the in-process cluster tests.
@@ -158,5 +160,67 @@ func TestHandOverKeepsEverything(t *testing.T) {
 		if _, r := heartbeat(t, nc, key, ""); r.Key != key {
 			t.Fatalf("heartbeat of %s answered %+v", key, r)
 		}
+	}
+}
+
+// TestMappedWorkersSplitIngest: with the partition mappings loaded into the
+// server and IDLE_MAPPED's Router, each of two workers receives only the
+// heartbeats of the partitions it owns: every heartbeat is applied once,
+// answered once, by its partition's owner; a key the mappings do not
+// cover (too many tokens) is refused once.
+func TestMappedWorkersSplitIngest(t *testing.T) {
+	subj := bus.MustSubjects(prefix)
+	s := startServer(t, natstest.JetStream(), natstest.ConfigFile(mappingsConfig(t, subj, clusterParts)))
+	url := s.ClientURL()
+	start := func() *testWorker {
+		nc := connect(t, url)
+		st := relOpenStore(t, nc, clusterParts)
+		return startWorkerOn(t, nc, bus.WorkerConfig{Policy: coordinator.DefaultPolicy(), Store: st, Cluster: true,
+			Router: partition.NewRouter(subj), MaxTimeout: time.Hour})
+	}
+	a, b := start(), start()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.Acquire(ctx, []int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Acquire(ctx, []int{2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	nc := connect(t, url)
+	replies := subscribe(t, nc, "_INBOX.mapped.>")
+	const n = 400
+	want := map[*testWorker]uint64{}
+	for i := range n {
+		key := fmt.Sprintf("mapped.k%d", i)
+		if partition.Of(key, clusterParts) < 2 {
+			want[a]++
+		} else {
+			want[b]++
+		}
+		if err := nc.PublishRequest(subj.Activity(key), fmt.Sprintf("_INBOX.mapped.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := 0
+	for got < n {
+		if _, err := replies.NextMsg(bound); err != nil {
+			t.Fatalf("%d of %d heartbeats answered: %v", got, n, err)
+		}
+		got++
+	}
+	expectNoMsg(t, replies, 300*time.Millisecond) // none answered twice
+	for w, name := range map[*testWorker]string{a: "A", b: "B"} {
+		if st := w.Stats(); st.Heartbeats != want[w] || st.Foreign != 0 {
+			t.Errorf("worker %s applied %d heartbeats and received %d of other partitions; want %d and none", name, st.Heartbeats, st.Foreign, want[w])
+		}
+	}
+	long := strings.Repeat("t.", bus.MaxKeyTokens) + "t" // one token too many
+	m, err := nc.Request(subj.Activity(long), nil, bound)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := refusal(t, m); !strings.Contains(r, "key") {
+		t.Errorf("an unmapped key: refusal %q; want a bad key", r)
 	}
 }

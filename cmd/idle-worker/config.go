@@ -54,6 +54,7 @@ type config struct {
 	QuiesceRetryMax     time.Duration `envconfig:"QUIESCE_RETRY_MAX" default:"10m" desc:"cap of the redelivery backoff, which doubles per attempt."`
 	ShutdownTimeout     time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"5s" desc:"bound on the whole graceful shutdown: handing the partitions over to the other workers (half), draining subscriptions, flushing and closing the store, then draining the connection."`
 	WorkerName          string        `envconfig:"WORKER_NAME" desc:"this worker's name among the workers of the prefix, 1 to 64 bytes of [A-Za-z0-9._-]; default: the host name and a random suffix. A second live worker with a name in use refuses to start (exit 1)."`
+	Mapped              bool          `envconfig:"MAPPED" default:"false" desc:"the NATS servers route heartbeats and state reports with the partition mappings that idle-worker mappings prints (load them into every server first): each worker then receives only its own partitions' messages, so ingest grows with the workers; a takeover then restores backends with a full timeout of grace (no worker saw the others' heartbeats). Needs JetStream."`
 	OwnerTimeout        time.Duration `envconfig:"OWNER_TIMEOUT" default:"1s" desc:"how long a worker may go unheard (its membership heartbeats, every quarter of this) before the others take its partitions over."`
 	LogLevel            string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error."`
 	LogFormat           string        `envconfig:"LOG_FORMAT" default:"text" desc:"text or json (log/slog)."`
@@ -253,6 +254,8 @@ func (c config) validate() error {
 		return bad("QUEUE_LENGTH", "%d must be at least 1", c.QueueLength)
 	case c.ConnectTimeout <= 0:
 		return bad("CONNECT_TIMEOUT", "%v must be positive", c.ConnectTimeout)
+	case c.Mapped && c.Persist == "off":
+		return bad("MAPPED", "needs JetStream for partitions; IDLE_PERSIST is off")
 	case c.WorkerName != "" && member.CheckName(c.WorkerName) != nil:
 		return bad("WORKER_NAME", "%v", member.CheckName(c.WorkerName))
 	case c.OwnerTimeout < 100*time.Millisecond:

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
+	"github.com/idle-worker/idle-worker/partition"
 	"github.com/idle-worker/idle-worker/store"
 )
 
@@ -44,6 +45,8 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 		Logger:     logger,
 	})
 	switch {
+	case errors.Is(err, store.ErrNoJetStream) && cfg.Mapped:
+		return fmt.Errorf("IDLE_MAPPED: partitions need JetStream, which the server does not offer: %w", err)
 	case errors.Is(err, store.ErrNoJetStream) && cfg.Persist == "auto":
 		logger.Warn("JetStream not available: backends are tracked in memory only and quiesce events are not stored", "error", err)
 		return nil
@@ -53,6 +56,9 @@ func persistence(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg 
 		return err
 	}
 	wcfg.Store, wcfg.Cluster = st, true
+	if cfg.Mapped {
+		wcfg.Router = partition.NewRouter(subjects)
+	}
 	logger.Info("persistence on", "stream", cfg.QuiesceStream, "partitions", cfg.Partitions, "replicas", cfg.StoreReplicas)
 	return nil
 }
