@@ -251,6 +251,9 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 	return w, nil
 }
 
+// Store returns the worker's store, nil without one.
+func (w *Worker) Store() Store { return w.reg }
+
 // Ready is closed once Run has subscribed and the server has confirmed the
 // subscriptions.
 func (w *Worker) Ready() <-chan struct{} { return w.ready }

@@ -85,13 +85,13 @@ func TestApplyKeepsHighestLSN(t *testing.T) {
 	b = appendUpsert(b, 5, rec(5))
 	b = appendDelete(b, 7, "k")
 	b = appendUpsert(b, 6, rec(6))
-	if _, err := s.applyEntries(0, b, false); err != nil {
+	if _, err := s.applyEntries(s.parts, 0, b, false); err != nil {
 		t.Fatal(err)
 	}
 	if v := p.recs["k"]; !v.tombstone() || v.lsn() != 7 || p.lsn != 7 {
 		t.Fatalf("after upsert 5, delete 7, upsert 6: %+v (lsn %d); want the tombstone of 7", v, p.lsn)
 	}
-	if _, err := s.applyEntries(0, appendUpsert(nil, 8, rec(8)), false); err != nil {
+	if _, err := s.applyEntries(s.parts, 0, appendUpsert(nil, 8, rec(8)), false); err != nil {
 		t.Fatal(err)
 	}
 	if v := p.recs["k"]; v.gen != 8 {
@@ -109,7 +109,7 @@ func FuzzDecodeEntries(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		s := testStore(4)
 		p := s.parts[1]
-		_, _ = s.applyEntries(1, data, false)
+		_, _ = s.applyEntries(s.parts, 1, data, false)
 		for key, v := range p.recs {
 			if bus.ValidateKey(key) != nil || s.partOf(key) != 1 {
 				t.Fatalf("kept invalid key %q (partition %d of 4, applied to 1)", key, s.partOf(key))
@@ -143,7 +143,7 @@ func FuzzEventRecord(f *testing.F) {
 			return
 		}
 		s := testStore(4)
-		err := s.applyTail(s.l.subj.Quiesce(key), header, []byte("{}"), 10, make([]uint64, 4))
+		err := s.applyTail(s.parts, s.l.subj.Quiesce(key), header, []byte("{}"), 10, make([]uint64, 4))
 		n := 0
 		for _, p := range s.parts {
 			for k, v := range p.recs {
@@ -220,7 +220,7 @@ func TestApplyRefusesMisplacedKeys(t *testing.T) {
 	s := testStore(4)
 	key := "misplaced.key"
 	other := (s.partOf(key) + 1) % 4
-	_, err := s.applyEntries(other, appendUpsert(nil, 1, &coordinator.Record{Key: key, IdleTimeout: time.Second, State: coordinator.Running, Generation: 1}), false)
+	_, err := s.applyEntries(s.parts, other, appendUpsert(nil, 1, &coordinator.Record{Key: key, IdleTimeout: time.Second, State: coordinator.Running, Generation: 1}), false)
 	if !errors.Is(err, ErrCorrupt) || len(s.parts[other].recs) != 0 {
 		t.Fatalf("applying %q to partition %d: %v, %d records; want ErrCorrupt and none", key, other, err, len(s.parts[other].recs))
 	}

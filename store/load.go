@@ -72,13 +72,13 @@ func (s *Store) Claim(ctx context.Context, parts []int) (bus.Claimed, error) {
 		s.parts[p].recs, s.parts[p].lsn = make(map[string]value), 0
 	}
 	s.mu.Unlock()
-	covers, skipped, err := s.readSnapshots(ctx, parts)
+	covers, skipped, err := s.readClaimed(ctx, parts)
 	if err != nil {
 		return c, err
 	}
 	snapped := time.Now()
 	c.Skipped += skipped
-	tail, n, err := s.readTail(ctx, parts, covers)
+	tail, n, _, err := s.readTail(ctx, s.parts, parts, covers)
 	if err != nil {
 		return c, err
 	}
@@ -191,7 +191,7 @@ func (s *Store) snapshotAll(ctx context.Context) error {
 // partitions at a time, into the partitions' records. It returns what each
 // snapshot covers (every sequence, for a partition not in parts: the tail
 // then skips it) and how many entries did not decode.
-func (s *Store) readSnapshots(ctx context.Context, parts []int) ([]uint64, int, error) {
+func (s *Store) readSnapshots(ctx context.Context, tbl []*part, parts []int) ([]uint64, int, error) {
 	covers := make([]uint64, len(s.parts))
 	for p := range covers {
 		covers[p] = ^uint64(0)
@@ -203,7 +203,7 @@ func (s *Store) readSnapshots(ctx context.Context, parts []int) ([]uint64, int, 
 	for range readWorkers {
 		wg.Go(func() {
 			for p := range next {
-				covers[p], skipped[p], errs[p] = s.readSnapshot(ctx, p)
+				covers[p], skipped[p], errs[p] = s.readSnapshot(ctx, tbl, p)
 			}
 		})
 	}
@@ -225,7 +225,7 @@ func (s *Store) readSnapshots(ctx context.Context, parts []int) ([]uint64, int, 
 // readSnapshot reads partition p's snapshot. A manifest or chunk that does
 // not decode, or a missing chunk, costs that chunk's records (counted, the
 // cause logged); the log after the snapshot is still applied.
-func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
+func (s *Store) readSnapshot(ctx context.Context, tbl []*part, p int) (uint64, int, error) {
 	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.snap(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
@@ -234,11 +234,11 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 		return 0, 0, fmt.Errorf("store: read %s: %w", s.l.snap(p), err)
 	}
 	var m manifest
-	if err := json.Unmarshal(msg.Data, &m); err != nil || !plainID(m.ID) || m.Chunks < 1 || m.Chunks > maxChunks || m.LSN > maxLSN {
-		s.log.Error("unreadable snapshot manifest; the partition restarts from its log alone", "partition", p, "error", err)
+	if !jsonManifest(msg.Data, &m) {
+		s.log.Error("unreadable snapshot manifest; the partition restarts from its log alone", "partition", p)
 		return 0, 1, nil
 	}
-	pt := s.parts[p]
+	pt := tbl[p]
 	if len(pt.recs) == 0 && m.Records > 0 {
 		pt.recs = make(map[string]value, min(m.Records, maxChunks*chunkBytes/8))
 	}
@@ -253,7 +253,7 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 			skipped++
 			continue
 		}
-		n, err := s.applyEntries(p, cm.Data, false)
+		n, err := s.applyEntries(tbl, p, cm.Data, false)
 		if err != nil {
 			s.log.Error("snapshot chunk corrupt; the rest of it is skipped", "partition", p, "snapshot", m.ID, "chunk", c, "read", n, "error", err)
 			skipped++
@@ -262,6 +262,11 @@ func (s *Store) readSnapshot(ctx context.Context, p int) (uint64, int, error) {
 	pt.lsn = max(pt.lsn, m.LSN)
 	pt.snap.cur = m
 	return m.Covers, skipped, nil
+}
+
+// jsonManifest decodes a manifest and says whether it is usable.
+func jsonManifest(data []byte, m *manifest) bool {
+	return json.Unmarshal(data, m) == nil && plainID(m.ID) && m.Chunks >= 1 && m.Chunks <= maxChunks && m.LSN <= maxLSN
 }
 
 // plainID says whether id can be one token of a subject.
@@ -285,8 +290,8 @@ func plainID(id string) bool {
 // partition (the store never writes one there: applied, it would outlive
 // the key's deletion, which goes to the key's own partition). onlyDrained
 // refuses entries other than Draining upserts (an event's).
-func (s *Store) applyEntries(pi int, data []byte, onlyDrained bool) (int, error) {
-	p := s.parts[pi]
+func (s *Store) applyEntries(tbl []*part, pi int, data []byte, onlyDrained bool) (int, error) {
+	p := tbl[pi]
 	n := 0
 	for len(data) > 0 {
 		e, rest, err := decodeEntry(data)

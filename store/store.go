@@ -110,6 +110,7 @@ type Store struct {
 	lastSeq  uint64    // the highest stream sequence acknowledged
 	stream   jetstream.Stream
 	purges   sync.WaitGroup // purges in flight; Close waits for them
+	pre      []*prefetched  // what Prefetch read, by partition; used once
 	idle     *sync.Cond
 
 	written, failed, fenced atomic.Uint64

@@ -512,3 +512,58 @@ func TestLostReported(t *testing.T) {
 		t.Fatal("no partition on Lost")
 	}
 }
+
+// TestPrefetch: what Prefetch read is completed by Claim with what was
+// written since, and dropped for a partition whose snapshot changed
+// meanwhile (the newer snapshot may have purged the log it relied on).
+func TestPrefetch(t *testing.T) {
+	for _, resnap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snapshot meanwhile=%v", resnap), func(t *testing.T) {
+			s := natstest.Start(t, natstest.JetStream())
+			a, _ := open(t, s, store.Config{Partitions: 2})
+			for i := range 100 {
+				if err := putStored(t, a, running("pre.k"+strconv.Itoa(i), uint64(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer b.Close(context.Background())
+			if _, err := b.Load(ctxBound(t)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Prefetch(ctxBound(t)); err != nil {
+				t.Fatal(err)
+			}
+			for i := 100; i < 150; i++ {
+				if err := putStored(t, a, running("pre.k"+strconv.Itoa(i), uint64(i+1))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			a.Delete("pre.k7")
+			if resnap {
+				if err := a.Close(ctxBound(t)); err != nil { // snapshots both partitions, purges their logs
+					t.Fatal(err)
+				}
+			} else if err := putStored(t, a, running("pre.k0", 1000)); err != nil { // a barrier after the delete
+				t.Fatal(err)
+			}
+			c, err := b.Claim(ctxBound(t), []int{0, 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := byKey(c.Records)
+			if len(got) != 149 {
+				t.Fatalf("claimed %d records; want 149", len(got))
+			}
+			if _, ok := got["pre.k7"]; ok {
+				t.Error("pre.k7, deleted after the prefetch, came back")
+			}
+			if r := got["pre.k120"]; r.Generation != 121 {
+				t.Errorf("pre.k120, written after the prefetch: %+v", r)
+			}
+		})
+	}
+}

@@ -17,9 +17,9 @@ import (
 // snapshot, each to its partition when it is newer than the partition's
 // snapshot. It returns how many messages it read and how many did not
 // decode.
-func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (read, bad int, err error) {
+func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers []uint64) (read, bad int, last uint64, err error) {
 	if len(parts) == 0 {
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
 	start := covers[parts[0]]
 	filter := []string{s.l.subj.Quiesce(">")}
@@ -32,11 +32,11 @@ func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (rea
 	}
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return read, bad, fmt.Errorf("store: stream info: %w", err)
+		return read, bad, 0, fmt.Errorf("store: stream info: %w", err)
 	}
-	last := info.State.LastSeq
+	last = info.State.LastSeq
 	if start >= last {
-		return 0, 0, nil
+		return 0, 0, last, nil
 	}
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
 		FilterSubjects:    filter,
@@ -47,7 +47,7 @@ func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (rea
 		MemoryStorage:     true,
 	})
 	if err != nil {
-		return read, bad, fmt.Errorf("store: read the log: %w", err)
+		return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -59,7 +59,7 @@ func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (rea
 	for pending > 0 {
 		batch, err := cons.FetchNoWait(int(min(pending, 4096)))
 		if err != nil {
-			return read, bad, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
@@ -70,7 +70,7 @@ func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (rea
 			if err != nil || md.Sequence.Stream > last {
 				continue
 			}
-			if err := s.applyTail(msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
+			if err := s.applyTail(tbl, msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
 				bad++
 				if ok, _ := logged.Allow("tail"); ok {
 					s.log.Warn("skipping a stored log message or event that does not decode", "subject", lograte.Clip(msg.Subject(), 200), "sequence", md.Sequence.Stream, "error", err)
@@ -78,20 +78,20 @@ func (s *Store) readTail(ctx context.Context, parts []int, covers []uint64) (rea
 			}
 		}
 		if err := batch.Error(); err != nil {
-			return read, bad, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 		}
 		if got == 0 {
 			if err := ctx.Err(); err != nil {
-				return read, bad, fmt.Errorf("store: read the log: %w", err)
+				return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 			}
 			time.Sleep(time.Millisecond) // FetchNoWait found nothing ready yet
 		}
 	}
-	return read, bad, nil
+	return read, bad, last, nil
 }
 
 // applyTail applies one log message or event stored at seq.
-func (s *Store) applyTail(subject, record string, data []byte, seq uint64, covers []uint64) error {
+func (s *Store) applyTail(tbl []*part, subject, record string, data []byte, seq uint64, covers []uint64) error {
 	if rest, ok := strings.CutPrefix(subject, s.l.base+"log."); ok {
 		p, err := strconv.Atoi(rest)
 		if err != nil || p < 0 || p >= len(s.parts) || strconv.Itoa(p) != rest {
@@ -100,7 +100,7 @@ func (s *Store) applyTail(subject, record string, data []byte, seq uint64, cover
 		if seq <= covers[p] {
 			return nil
 		}
-		_, err = s.applyEntries(p, data, false)
+		_, err = s.applyEntries(tbl, p, data, false)
 		return err
 	}
 	key, ok := s.l.subj.QuiesceKey(subject)
@@ -125,6 +125,6 @@ func (s *Store) applyTail(subject, record string, data []byte, seq uint64, cover
 	if len(rest) != 0 || e.rec.Key != key {
 		return fmt.Errorf("%w: event record not of its own key", ErrCorrupt)
 	}
-	_, err = s.applyEntries(p, raw, true)
+	_, err = s.applyEntries(tbl, p, raw, true)
 	return err
 }

@@ -77,6 +77,17 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 	if name == "" {
 		name = member.DefaultName()
 	}
+	// While the membership listens, read the partitions ahead: the claims
+	// that follow then read only what changed since.
+	prefetched := make(chan struct{})
+	go func() {
+		defer close(prefetched)
+		if p, ok := w.Store().(interface{ Prefetch(context.Context) error }); ok {
+			if err := p.Prefetch(ctx); err != nil && ctx.Err() == nil {
+				logger.Warn("reading the partitions ahead", "component", "cluster", "error", err)
+			}
+		}
+	}()
 	m, err := member.Start(ctx, nc, subjects, member.Config{
 		Name: name, Interval: cfg.OwnerTimeout / 4, Timeout: cfg.OwnerTimeout, Partitions: cfg.Partitions, Logger: logger,
 	})
@@ -95,6 +106,7 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 	case <-runDone:
 		return nil
 	}
+	<-prefetched
 	ctl, err := cluster.New(w, m, cluster.Config{Partitions: cfg.Partitions, Logger: logger})
 	if err != nil {
 		return err
