@@ -94,6 +94,31 @@ func (w *Worker) Release(ctx context.Context, parts []int) error {
 	return nil
 }
 
+// ReleaseAll hands every partition back to the store, as Release does,
+// when the worker is about to stop: it stops deciding for them at once but
+// does not take the time to forget their backends one by one.
+func (w *Worker) ReleaseAll(ctx context.Context) error {
+	if w.reg == nil {
+		return nil
+	}
+	var parts []int
+	if err := w.do(func() {
+		parts = slices.Clone(w.ownedList)
+		w.setOwned(parts, false)
+	}); err != nil {
+		return err
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	w.stats.releases.Add(uint64(len(parts)))
+	if err := w.reg.Release(ctx, parts); err != nil {
+		return fmt.Errorf("bus: release partitions %v: %w", parts, err)
+	}
+	w.log.Info("partitions released", "partitions", len(parts))
+	return nil
+}
+
 // drop marks parts as not owned and removes their backends from the
 // coordinator, a slice of keys per turn of the loop.
 func (w *Worker) drop(parts []int) error {

@@ -24,6 +24,7 @@ import (
 type Worker interface {
 	Acquire(ctx context.Context, parts []int) error
 	Release(ctx context.Context, parts []int) error
+	ReleaseAll(ctx context.Context) error
 	Owned() []int
 }
 
@@ -159,10 +160,8 @@ func (c *Controller) report(owned []int) {
 // at once.
 func (c *Controller) leave(ctx context.Context) error {
 	var errs []error
-	if owned := c.w.Owned(); len(owned) > 0 {
-		if err := c.w.Release(ctx, owned); err != nil {
-			errs = append(errs, err)
-		}
+	if err := c.w.ReleaseAll(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	c.report(c.w.Owned())
 	if err := c.m.Leave(ctx); err != nil {

@@ -53,36 +53,49 @@ func (s *Store) settle(parts []int) []coordinator.Record {
 func byKey(a, b coordinator.Record) int { return strings.Compare(a.Key, b.Key) }
 
 // mergeSorted merges sorted runs into one sorted slice, pairwise: log2(runs)
-// rounds of two-way merges, the merges of a round on parallel goroutines.
+// rounds of two-way merges, the merges of a round on parallel goroutines,
+// between two buffers of n records (no allocation per round).
 func mergeSorted(runs [][]coordinator.Record, n int) []coordinator.Record {
-	runs = slices.DeleteFunc(runs, func(r []coordinator.Record) bool { return len(r) == 0 })
-	for len(runs) > 1 {
-		next := make([][]coordinator.Record, (len(runs)+1)/2)
-		var wg sync.WaitGroup
-		for i := 0; i+1 < len(runs); i += 2 {
-			wg.Go(func() { next[i/2] = merge2(runs[i], runs[i+1]) })
+	src := make([]coordinator.Record, 0, n)
+	var bounds []int // run i is src[bounds[i]:bounds[i+1]]
+	for _, r := range runs {
+		if len(r) > 0 {
+			bounds = append(bounds, len(src))
+			src = append(src, r...)
 		}
-		if len(runs)%2 == 1 {
-			next[len(next)-1] = runs[len(runs)-1]
+	}
+	bounds = append(bounds, len(src))
+	dst := make([]coordinator.Record, len(src))
+	for len(bounds) > 2 {
+		next := []int{0}
+		var wg sync.WaitGroup
+		for i := 0; i+1 < len(bounds)-1; i += 2 {
+			lo, mid, hi := bounds[i], bounds[i+1], bounds[i+2]
+			wg.Go(func() { merge2(dst[lo:hi], src[lo:mid], src[mid:hi]) })
+			next = append(next, hi)
+		}
+		if (len(bounds)-1)%2 == 1 { // an odd run out: copied as it is
+			lo, hi := bounds[len(bounds)-2], bounds[len(bounds)-1]
+			copy(dst[lo:hi], src[lo:hi])
+			next = append(next, hi)
 		}
 		wg.Wait()
-		runs = next
+		src, dst, bounds = dst, src, next
 	}
-	if len(runs) == 0 {
-		return make([]coordinator.Record, 0, n)
-	}
-	return runs[0]
+	return src
 }
 
-// merge2 merges two sorted runs.
-func merge2(a, b []coordinator.Record) []coordinator.Record {
-	out := make([]coordinator.Record, 0, len(a)+len(b))
+// merge2 merges the sorted runs a and b into out, len(a)+len(b) long.
+func merge2(out, a, b []coordinator.Record) {
+	i := 0
 	for len(a) > 0 && len(b) > 0 {
 		if b[0].Key < a[0].Key {
-			out, b = append(out, b[0]), b[1:]
+			out[i], b = b[0], b[1:]
 		} else {
-			out, a = append(out, a[0]), a[1:]
+			out[i], a = a[0], a[1:]
 		}
+		i++
 	}
-	return append(append(out, a...), b...)
+	i += copy(out[i:], a)
+	copy(out[i:], b)
 }
