@@ -12,6 +12,8 @@
 //	P.admin.quiesce operators, request force a drain by key or pattern
 //	P.admin.forget operators, request  stop tracking backends by key or pattern
 //	P.admin.get    operators, request  one backend
+//	P.admin.members operators, request the workers of the prefix and their partitions
+//	P.store.>      workers only        the store's subjects, membership, peer questions
 //
 // K, the backend key, is the rest of the subject: see ValidateKey for its
 // rules and BackendID for the recommended, percent-encoded shape.
@@ -23,7 +25,9 @@
 // (which reply subjects are answered), emit.go (the timer, events, the
 // summary log), pace.go (the event budget), restore.go (loading the
 // registry), outage.go, admin.go and scan.go (the admin service and its
-// sliced walks), stats.go, ratelog.go; the interfaces the Worker depends on
+// sliced walks), peer.go and peerwire.go (the admin service's questions to
+// the other workers of the prefix, so that it answers for all of them),
+// alone.go (the warning about uncoordinated workers), stats.go, ratelog.go; the interfaces the Worker depends on
 // in persist.go; the client helpers in client.go.
 //
 // Every parser in this package (ValidateKey, ParsePattern, ParseBackendID,

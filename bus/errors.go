@@ -20,6 +20,10 @@ var (
 	ErrConnectionClosed = errors.New("bus: NATS connection closed")
 	// ErrShuttingDown: the worker is stopping and did not serve a request.
 	ErrShuttingDown = errors.New("bus: worker shutting down")
+	// ErrIncomplete: an admin request could not be answered for the whole
+	// prefix: a member that owns the partition asked about did not answer
+	// in time.
+	ErrIncomplete = errors.New("bus: answer incomplete")
 	// ErrRejected: the worker answered a client's request with ok:false;
 	// the error text carries the worker's reason.
 	ErrRejected = errors.New("bus: rejected by worker")

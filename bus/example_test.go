@@ -26,7 +26,10 @@ func ExampleSubjects() {
 	fmt.Println(s.AdminList())
 	fmt.Println(s.AdminGet())
 	fmt.Println(s.AdminQuiesce())
+	fmt.Println(s.AdminForget())
+	fmt.Println(s.AdminMembers())
 	fmt.Println(s.AdminGroup())
+	fmt.Println(s.Store(">"))
 	// Output:
 	// idle.activity.dev-7.gopls.0%2E16%2E1.9f2c
 	// idle.state.dev-7.gopls.0%2E16%2E1.9f2c
@@ -35,7 +38,10 @@ func ExampleSubjects() {
 	// idle.admin.list
 	// idle.admin.get
 	// idle.admin.quiesce
+	// idle.admin.forget
+	// idle.admin.members
 	// idle.admin
+	// idle.store.>
 }
 
 func ExampleBackendID_Key() {

@@ -9,7 +9,8 @@ import (
 	"github.com/nats-io/nats.go/micro"
 )
 
-// start subscribes the data subjects and starts the admin service.
+// start subscribes the data subjects and the peer protocol's, and starts
+// the admin service.
 func (w *Worker) start() (micro.Service, error) {
 	for _, subject := range []string{w.subj.Activity(">"), w.subj.State(">")} {
 		var sub *nats.Subscription
@@ -27,6 +28,9 @@ func (w *Worker) start() (micro.Service, error) {
 		w.subsMu.Lock()
 		w.subs = append(w.subs, sub)
 		w.subsMu.Unlock()
+	}
+	if err := w.subscribePeers(); err != nil {
+		return nil, err
 	}
 	svc, err := w.addService()
 	if err != nil {
@@ -51,6 +55,10 @@ func (w *Worker) unsubscribe() {
 		_ = sub.Unsubscribe()
 	}
 	w.subs = nil
+	for _, sub := range w.peerSubs {
+		_ = sub.Unsubscribe()
+	}
+	w.peerSubs = nil
 }
 
 func (w *Worker) shutdown(svc micro.Service) error {
@@ -58,6 +66,7 @@ func (w *Worker) shutdown(svc micro.Service) error {
 	if err := svc.Stop(); err != nil {
 		w.log.Warn("stopping admin service", "error", err)
 	}
+	w.unsubscribePeers()
 	// One budget for the whole shutdown: draining takes at most half,
 	// flushing and the outputs share what is left.
 	deadline := time.Now().Add(w.cfg.ShutdownTimeout)

@@ -154,6 +154,12 @@ type ListReply struct {
 	// were sent a quiesce and have had no quiesced, removed or activity
 	// since.
 	Unacknowledged int `json:"unacknowledged"`
+	// Partial is true when the answer may lack backends: a member of the
+	// prefix did not answer in time (Missing names them), or no answer
+	// covered some partitions (MissingPartitions; during a hand-over).
+	Partial           bool     `json:"partial,omitempty"`
+	Missing           []string `json:"missing,omitempty"`
+	MissingPartitions []int    `json:"missing_partitions,omitempty"`
 }
 
 // QuiesceRequest is the body of a P.admin.quiesce request.
@@ -171,6 +177,12 @@ type QuiesceReply struct {
 	// a quiesce, in order, as fast as the worker's event budget allows
 	// (IDLE_QUIESCE_RATE; at once without one), unless it was already due.
 	Quiesced int `json:"quiesced"`
+	// Partial is true when the answer may not cover every backend: a member of the
+	// prefix did not answer in time (Missing names them), or no answer
+	// covered some partitions (MissingPartitions; during a hand-over).
+	Partial           bool     `json:"partial,omitempty"`
+	Missing           []string `json:"missing,omitempty"`
+	MissingPartitions []int    `json:"missing_partitions,omitempty"`
 }
 
 // ForgetRequest is the body of a P.admin.forget request.
@@ -184,6 +196,12 @@ type ForgetReply struct {
 	OK bool `json:"ok"`
 	// Forgotten counts the backends, in any state, no longer tracked.
 	Forgotten int `json:"forgotten"`
+	// Partial is true when the answer may not cover every backend: a member of the
+	// prefix did not answer in time (Missing names them), or no answer
+	// covered some partitions (MissingPartitions; during a hand-over).
+	Partial           bool     `json:"partial,omitempty"`
+	Missing           []string `json:"missing,omitempty"`
+	MissingPartitions []int    `json:"missing_partitions,omitempty"`
 }
 
 // GetRequest is the body of a P.admin.get request.
@@ -195,6 +213,18 @@ type GetRequest struct {
 type GetReply struct {
 	OK      bool        `json:"ok"`
 	Backend BackendInfo `json:"backend"`
+}
+
+// MembersReply answers P.admin.members: the workers of the prefix and the
+// partitions each owns. Once the workers have settled, every partition in
+// [0, Partitions) is listed once.
+type MembersReply struct {
+	OK bool `json:"ok"`
+	// Partitions is the partition count of the prefix (1 for a worker
+	// without a store: one partition holds every key).
+	Partitions int `json:"partitions"`
+	// Members are sorted by name.
+	Members []MemberInfo `json:"members"`
 }
 
 // HeartbeatReply answers a heartbeat that carried a reply subject.

@@ -18,6 +18,7 @@ const (
 	rejectFull
 	rejectBadRequest
 	rejectBadReply
+	rejectBadPeer
 	numRejects
 )
 
@@ -29,6 +30,7 @@ var rejectNames = [numRejects]string{
 	rejectFull:            "backend_limit",
 	rejectBadRequest:      "bad_admin_request",
 	rejectBadReply:        "bad_reply",
+	rejectBadPeer:         "bad_peer_message",
 }
 
 func (r rejectReason) String() string { return rejectNames[r] }
@@ -45,7 +47,8 @@ type Stats struct {
 	PublishErrors uint64 `json:"publish_errors"`
 	// Rejected counts rejected input by reason: bad_key, bad_payload,
 	// timeout_too_large, unknown_backend, backend_limit, bad_admin_request,
-	// bad_reply.
+	// bad_reply, bad_peer_message (a peer request or answer between the
+	// workers of the prefix that did not parse).
 	Rejected map[string]uint64 `json:"rejected"`
 	// Dropped counts messages NATS dropped because the worker's queue was
 	// full (a slow consumer).
@@ -95,6 +98,10 @@ type Stats struct {
 	Claims          uint64 `json:"claims"`
 	Releases        uint64 `json:"releases"`
 	PartitionsLost  uint64 `json:"partitions_lost"`
+	// AdminPartial counts admin replies that could not cover the whole
+	// prefix: a member did not answer in time, or no answer covered some
+	// partitions (the replies say "partial":true).
+	AdminPartial uint64 `json:"admin_partial"`
 }
 
 // counters are written by the worker loop and read by anyone.
@@ -123,6 +130,7 @@ type counters struct {
 	claims         atomic.Uint64
 	releases       atomic.Uint64
 	lost           atomic.Uint64
+	adminPartial   atomic.Uint64
 }
 
 // Stats returns a snapshot of the worker's counters. It is safe to call from
@@ -151,6 +159,7 @@ func (w *Worker) Stats() Stats {
 		Claims:          w.stats.claims.Load(),
 		Releases:        w.stats.releases.Load(),
 		PartitionsLost:  w.stats.lost.Load(),
+		AdminPartial:    w.stats.adminPartial.Load(),
 	}
 	for _, r := range coordinator.Reasons() {
 		s.Quiesces[r.String()] = w.stats.quiesces[r].Load()

@@ -79,6 +79,9 @@ func (s Subjects) AdminForget() string { return s.prefix + ".admin.forget" }
 // AdminGet returns P.admin.get.
 func (s Subjects) AdminGet() string { return s.prefix + ".admin.get" }
 
+// AdminMembers returns P.admin.members.
+func (s Subjects) AdminMembers() string { return s.prefix + ".admin.members" }
+
 // AdminGroup returns P.admin, the subject group of the admin service.
 func (s Subjects) AdminGroup() string { return s.prefix + ".admin" }
 

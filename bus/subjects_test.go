@@ -82,6 +82,7 @@ func TestSubjectBuilders(t *testing.T) {
 		{"AdminGet", idle.AdminGet(), "idle.admin.get"},
 		{"AdminQuiesce", idle.AdminQuiesce(), "idle.admin.quiesce"},
 		{"AdminForget", idle.AdminForget(), "idle.admin.forget"},
+		{"AdminMembers", idle.AdminMembers(), "idle.admin.members"},
 		{"AdminGroup", idle.AdminGroup(), "idle.admin"},
 		{"Store", idle.Store("own.3"), "idle.store.own.3"},
 		{"Activity two-token prefix", acme.Activity("k"), "acme.idle.activity.k"},
@@ -91,6 +92,7 @@ func TestSubjectBuilders(t *testing.T) {
 		{"AdminGet two-token prefix", acme.AdminGet(), "acme.idle.admin.get"},
 		{"AdminQuiesce two-token prefix", acme.AdminQuiesce(), "acme.idle.admin.quiesce"},
 		{"AdminGroup two-token prefix", acme.AdminGroup(), "acme.idle.admin"},
+		{"AdminMembers two-token prefix", acme.AdminMembers(), "acme.idle.admin.members"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -230,6 +232,7 @@ func builtSubjects(t *testing.T, s bus.Subjects) []string {
 		generic(s.AdminGet()),
 		generic(s.AdminQuiesce()),
 		generic(s.AdminForget()),
+		generic(s.AdminMembers()),
 		generic(s.Store(">")),
 	}
 }

@@ -104,6 +104,16 @@ type WorkerConfig struct {
 	// received, but no earlier than OutageDetection before it was
 	// noticed. Zero: it began when it was noticed.
 	OutageDetection time.Duration
+	// Peers, when set, are the other workers of the prefix: the admin
+	// service's list, get, quiesce and forget answer for every partition,
+	// asking the other members for theirs on P.store.peer.<verb> (see
+	// subjects.md), and the worker answers their questions about its own.
+	// Nil: a lone worker, which answers from its own backends.
+	Peers Peers
+	// PeerTimeout bounds how long an admin request waits for the other
+	// members' answers (default DefaultPeerTimeout); a reply without some
+	// of them says "partial":true.
+	PeerTimeout time.Duration
 }
 
 // Observer receives the worker's decisions as they happen. Its methods run on
@@ -172,6 +182,13 @@ type Worker struct {
 	subsMu sync.Mutex // guards subs and ran, for Stats and Run
 	subs   []*nats.Subscription
 	ran    bool
+
+	// The peer protocol (peer.go): the reply subjects of the other
+	// members' questions it answers, their subscriptions (under subsMu),
+	// and the admin service's instance id, set before it serves.
+	peerReplies replyFilter
+	peerSubs    []*nats.Subscription
+	svcID       string
 }
 
 // NewWorker returns a Worker that will serve cfg on nc once Run is called.
@@ -196,6 +213,9 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 	}
 	if cfg.SummaryInterval <= 0 {
 		cfg.SummaryInterval = DefaultSummaryInterval
+	}
+	if cfg.PeerTimeout <= 0 {
+		cfg.PeerTimeout = DefaultPeerTimeout
 	}
 	if cfg.Version == "" {
 		cfg.Version = "0.0.0"
@@ -243,6 +263,9 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		reg:      cfg.Store,
 		warm:     newWarmth(cfg.Now()),
 		partSubs: make(map[int][]*nats.Subscription),
+	}
+	if w.peerReplies, err = newPeerReplyFilter(cfg, replies); err != nil {
+		return nil, err
 	}
 	w.pub = &corePublisher{nc: nc}
 	if cfg.Store != nil {
@@ -301,6 +324,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.rearm() // restored backends are due with no message arriving
 	close(w.ready)
+	go w.checkAlone()
 	w.log.Info("worker ready", "prefix", w.subj.Prefix(), "default_timeout", w.defTO, "max_timeout", w.cfg.MaxTimeout)
 
 	for {

@@ -211,7 +211,7 @@ func TestAdminQuiesce(t *testing.T) {
 }
 
 // The admin endpoints are a NATS micro service that `nats micro` can find:
-// PING, INFO (with the three endpoints) and STATS (with the worker's
+// PING, INFO (with the five endpoints) and STATS (with the worker's
 // counters) answer.
 func TestServiceDiscovery(t *testing.T) {
 	t.Parallel()
@@ -238,7 +238,7 @@ func TestServiceDiscovery(t *testing.T) {
 		subjects = append(subjects, e.Subject)
 	}
 	slices.Sort(subjects)
-	if want := []string{"idle.admin.forget", "idle.admin.get", "idle.admin.list", "idle.admin.quiesce"}; !slices.Equal(subjects, want) {
+	if want := []string{"idle.admin.forget", "idle.admin.get", "idle.admin.list", "idle.admin.members", "idle.admin.quiesce"}; !slices.Equal(subjects, want) {
 		t.Errorf("info endpoints: got %v; want %v", subjects, want)
 	}
 
@@ -253,8 +253,8 @@ func TestServiceDiscovery(t *testing.T) {
 	if err := json.Unmarshal(request(t, nc, statsSubj, "").Data, &stats); err != nil {
 		t.Fatalf("stats: %v", err)
 	}
-	if len(stats.Endpoints) != 4 {
-		t.Fatalf("stats: got %d endpoints; want 4", len(stats.Endpoints))
+	if len(stats.Endpoints) != 5 {
+		t.Fatalf("stats: got %d endpoints; want 5", len(stats.Endpoints))
 	}
 	for _, e := range stats.Endpoints {
 		var s bus.Stats

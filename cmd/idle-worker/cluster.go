@@ -13,15 +13,16 @@ import (
 	"github.com/idle-worker/idle-worker/member"
 )
 
-// startWorker runs w until ctx is done. With a store, the worker is one
-// member of the prefix's workers: it joins the membership as it loads, and
+// startWorker runs w until ctx is done. With a store (peers not nil), the
+// worker is one member of the prefix's workers: it joins the membership as
+// it loads (and tells peers of it, for the admin service), and
 // a cluster.Controller claims and releases its partitions; when ctx is done
 // the controller hands them over and leaves first, then the worker stops.
 // ready closes once the worker serves (and, with a store, holds its share
 // of the partitions); wait returns Run's error and the controller's, and
 // the worker's counters as they were when ctx was done (before the
 // partitions were handed over).
-func startWorker(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Subjects, clustered bool, cfg config, logger *slog.Logger) (ready <-chan struct{}, wait func() (bus.Stats, error)) {
+func startWorker(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Subjects, peers *memberPeers, cfg config, logger *slog.Logger) (ready <-chan struct{}, wait func() (bus.Stats, error)) {
 	wctx, stopWorker := context.WithCancel(context.Background())
 	runDone := make(chan struct{})
 	var runErr error
@@ -29,7 +30,7 @@ func startWorker(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus
 		defer close(runDone)
 		runErr = w.Run(wctx)
 	}()
-	if !clustered {
+	if peers == nil {
 		go func() {
 			select {
 			case <-ctx.Done():
@@ -58,7 +59,7 @@ func startWorker(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus
 	go func() {
 		defer close(ctlDone)
 		defer stopWorker()
-		ctlErr = control(cctx, w, nc, subjects, cfg, logger, runDone, settled)
+		ctlErr = control(cctx, w, nc, subjects, peers, cfg, logger, runDone, settled)
 	}()
 	return settled, func() (bus.Stats, error) {
 		<-ctlDone
@@ -72,11 +73,8 @@ func startWorker(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus
 // control joins the membership once the worker serves, then runs the
 // controller until ctx is done and it has handed the partitions over.
 // settled closes when the worker holds its share.
-func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Subjects, cfg config, logger *slog.Logger, runDone <-chan struct{}, settled chan<- struct{}) error {
-	name := cfg.WorkerName
-	if name == "" {
-		name = member.DefaultName()
-	}
+func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Subjects, peers *memberPeers, cfg config, logger *slog.Logger, runDone <-chan struct{}, settled chan<- struct{}) error {
+	name := peers.name
 	// While the membership listens, read the partitions ahead: the claims
 	// that follow then read only what changed since.
 	prefetched := make(chan struct{})
@@ -101,6 +99,7 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 		return fmt.Errorf("joining the workers of the prefix: %w", err)
 	}
 	defer m.Stop()
+	peers.m.Store(m)
 	select {
 	case <-w.Ready():
 	case <-runDone:

@@ -11,6 +11,7 @@ import (
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
 	"github.com/idle-worker/idle-worker/embedded"
+	"github.com/idle-worker/idle-worker/member"
 	"github.com/idle-worker/idle-worker/metrics"
 	"github.com/idle-worker/idle-worker/natsconn"
 )
@@ -55,12 +56,20 @@ func run(ctx context.Context, cfg config, logger *slog.Logger) error {
 	if err := persistence(ctx, nc, subjects, cfg, logger, &wcfg); err != nil {
 		return err
 	}
+	var peers *memberPeers
+	if wcfg.Cluster {
+		if cfg.WorkerName == "" {
+			cfg.WorkerName = member.DefaultName()
+		}
+		peers = &memberPeers{name: cfg.WorkerName}
+		wcfg.Peers = peers
+	}
 	w, err := bus.NewWorker(nc, wcfg)
 	if err != nil {
 		closeStore(wcfg, cfg, logger)
 		return err
 	}
-	ready, wait := startWorker(ctx, w, nc, subjects, wcfg.Cluster, cfg, logger)
+	ready, wait := startWorker(ctx, w, nc, subjects, peers, cfg, logger)
 	stopHTTP := func() {}
 	if ln != nil {
 		if stopHTTP, err = serveHTTP(ctx, ln, w, nc, lateness, ready, cfg.ShutdownTimeout, logger); err != nil {
