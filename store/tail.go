@@ -3,11 +3,13 @@ package store
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/idle-worker/idle-worker/internal/lograte"
@@ -54,10 +56,14 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 		_ = s.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 		cancel()
 	}()
+	// Read until a message says nothing matching is left, or the stream's
+	// last sequence at the start is reached; a consumer on a replicated
+	// stream may take a moment before it delivers.
 	pending := cons.CachedInfo().NumPending
 	logged := lograte.New(time.Second, nil)
-	for pending > 0 {
-		batch, err := cons.FetchNoWait(int(min(pending, 4096)))
+	empty := 0
+	for done := pending == 0; !done; {
+		batch, err := cons.FetchNoWait(4096)
 		if err != nil {
 			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 		}
@@ -65,9 +71,14 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 		for msg := range batch.Messages() {
 			got++
 			read++
-			pending--
 			md, err := msg.Metadata()
-			if err != nil || md.Sequence.Stream > last {
+			if err != nil {
+				continue
+			}
+			if md.NumPending == 0 || md.Sequence.Stream >= last {
+				done = true
+			}
+			if md.Sequence.Stream > last {
 				continue
 			}
 			if err := s.applyTail(tbl, msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
@@ -77,18 +88,30 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 				}
 			}
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) {
 			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
 		}
-		if got == 0 {
-			if err := ctx.Err(); err != nil {
-				return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
-			}
-			time.Sleep(time.Millisecond) // FetchNoWait found nothing ready yet
+		if got > 0 {
+			empty = 0
+			continue
 		}
+		if err := ctx.Err(); err != nil {
+			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
+		}
+		if empty++; empty >= tailStall {
+			return read, bad, 0, fmt.Errorf("store: read the log: nothing delivered for %v with %d messages pending", tailStall*tailWait, pending)
+		}
+		time.Sleep(tailWait) // nothing ready yet (a replicated consumer starting)
 	}
 	return read, bad, last, nil
 }
+
+// Bounds of a tail read: after a fetch that found nothing ready, the next
+// comes tailWait later; so many empty fetches in a row fail the read.
+const (
+	tailWait  = 5 * time.Millisecond
+	tailStall = 2000
+)
 
 // applyTail applies one log message or event stored at seq.
 func (s *Store) applyTail(tbl []*part, subject, record string, data []byte, seq uint64, covers []uint64) error {
