@@ -33,6 +33,7 @@ func (s *heldStore) Put(rec coordinator.Record, stored func(error)) {
 }
 func (s *heldStore) Claim(context.Context, []int) (bus.Claimed, error) { return bus.Claimed{}, nil }
 func (s *heldStore) Release(context.Context, []int) error              { return nil }
+func (s *heldStore) Verify(context.Context, []int) error               { return nil }
 func (s *heldStore) Lost() <-chan int                                  { return nil }
 func (s *heldStore) Partitions() int                                   { return 1 }
 func (s *heldStore) Reserve(_ context.Context, floor, _ uint64) (uint64, error) {

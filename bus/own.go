@@ -119,6 +119,16 @@ func (w *Worker) ReleaseAll(ctx context.Context) error {
 	return nil
 }
 
+// Verify asks the store whether the worker's claims on parts still hold
+// (another member reports owning them): a partition claimed since is
+// dropped, as if a write had been refused.
+func (w *Worker) Verify(ctx context.Context, parts []int) error {
+	if w.reg == nil || len(parts) == 0 {
+		return nil
+	}
+	return w.reg.Verify(ctx, parts)
+}
+
 // drop marks parts as not owned and removes their backends from the
 // coordinator, a slice of keys per turn of the loop.
 func (w *Worker) drop(parts []int) error {

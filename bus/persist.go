@@ -25,6 +25,9 @@ type Store interface {
 	Release(ctx context.Context, parts []int) error
 	// Lost receives the partitions another worker claimed from this one.
 	Lost() <-chan int
+	// Verify checks that this worker's claims on parts are still the
+	// latest; those that are not arrive on Lost.
+	Verify(ctx context.Context, parts []int) error
 	// Partitions returns the partition count (PartitionOf's n).
 	Partitions() int
 	// Reserve reserves n generations [start, start+n), start >= floor and

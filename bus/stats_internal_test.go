@@ -20,6 +20,7 @@ func (countingStore) Put(_ coordinator.Record, stored func(error)) {
 }
 func (countingStore) Claim(context.Context, []int) (Claimed, error) { return Claimed{}, nil }
 func (countingStore) Release(context.Context, []int) error          { return nil }
+func (countingStore) Verify(context.Context, []int) error           { return nil }
 func (countingStore) Lost() <-chan int                              { return nil }
 func (countingStore) Partitions() int                               { return 4 }
 func (countingStore) Reserve(_ context.Context, floor, _ uint64) (uint64, error) {

@@ -25,6 +25,7 @@ type Worker interface {
 	Acquire(ctx context.Context, parts []int) error
 	Release(ctx context.Context, parts []int) error
 	ReleaseAll(ctx context.Context) error
+	Verify(ctx context.Context, parts []int) error
 	Owned() []int
 }
 
@@ -115,6 +116,13 @@ func (c *Controller) step(ctx context.Context) {
 	c.report(owned)
 	v := c.m.View()
 	live := v.Live()
+	if contested := c.contested(v, owned); len(contested) > 0 {
+		// Another live member reports owning some of ours: one of us
+		// claimed after the other (views differed). The store knows which.
+		if err := c.w.Verify(ctx, contested); err != nil && ctx.Err() == nil {
+			c.log.Warn("checking contested partitions", "partitions", contested, "error", err)
+		}
+	}
 	mv := member.Plan(member.Input{
 		Self:     c.m.Name(),
 		Members:  live,
@@ -144,6 +152,24 @@ func (c *Controller) step(ctx context.Context) {
 			c.log.Info("partitions settled", "owned", len(owned), "members", len(live))
 		})
 	}
+}
+
+// contested returns the partitions in owned that another live member of v
+// reports owning too.
+func (c *Controller) contested(v member.View, owned []int) []int {
+	var out []int
+	for _, m := range v.Members {
+		if m.Name == c.m.Name() || m.Leaving {
+			continue
+		}
+		for _, p := range m.Partitions {
+			if slices.Contains(owned, p) && !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // report tells the membership what the worker owns, when it changed.

@@ -16,6 +16,7 @@ type fakeWorker struct {
 	mu       sync.Mutex
 	owned    []int
 	calls    []string
+	verified []int
 	failNext error
 }
 
@@ -44,6 +45,16 @@ func (w *fakeWorker) ReleaseAll(context.Context) error {
 	defer w.mu.Unlock()
 	w.calls = append(w.calls, "release all")
 	w.owned = nil
+	return nil
+}
+
+func (w *fakeWorker) Verify(_ context.Context, parts []int) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.calls = append(w.calls, "verify")
+	w.verified = append(w.verified, parts...)
+	// The other member's claim is the latest: the contested ones are lost.
+	w.owned = slices.DeleteFunc(w.owned, func(p int) bool { return slices.Contains(parts, p) })
 	return nil
 }
 
@@ -221,5 +232,32 @@ func TestFailedClaimRetried(t *testing.T) {
 	<-c.Settled()
 	if got := w.Owned(); len(got) != 4 {
 		t.Fatalf("owned %v after a failed claim; want all 4 claimed at the next round", got)
+	}
+}
+
+// TestContestedVerified: when another live member reports owning
+// partitions this one owns too (both claimed: their views differed), the
+// controller asks the store, and drops those it lost.
+func TestContestedVerified(t *testing.T) {
+	w, m := newFakes(map[string][]int{"other": {0, 1, 2, 3}})
+	w.owned = []int{0, 1, 2, 3}
+	c, err := New(w, m, Config{Partitions: 4, Interval: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, time.Second) }()
+	waitUntil(t, "contested partitions verified", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.verified) >= 4
+	})
+	cancel()
+	<-done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if got := w.verified[:4]; !slices.Equal(got, []int{0, 1, 2, 3}) {
+		t.Errorf("verified %v; want [0 1 2 3]", got)
 	}
 }

@@ -195,3 +195,34 @@ func (s *Store) Owned() []int {
 	}
 	return out
 }
+
+// Verify implements bus.Store: for each of parts this worker holds a claim
+// on, it reads the partition's last claim; when that is not this worker's
+// any more (another worker claimed it, and this one has not written since
+// to learn it), the partition is lost, as a refused write would have
+// told. A worker whose membership shows another owner of its partitions
+// calls it.
+func (s *Store) Verify(ctx context.Context, parts []int) error {
+	for _, p := range parts {
+		if p < 0 || p >= len(s.parts) {
+			continue
+		}
+		s.mu.Lock()
+		token, lost := s.parts[p].token, s.parts[p].lost
+		s.mu.Unlock()
+		if token == 0 || lost {
+			continue
+		}
+		last, err := s.lastSeqOf(ctx, s.l.own(p))
+		if err != nil {
+			return err
+		}
+		if last == token {
+			continue
+		}
+		s.mu.Lock()
+		s.markLost(p, fmt.Errorf("claim %d replaced by %d", token, last), nil)
+		s.mu.Unlock()
+	}
+	return nil
+}

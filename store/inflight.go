@@ -181,21 +181,29 @@ func (s *Store) lose(w *write, err error) {
 	if w.part < 0 {
 		return
 	}
-	p := s.parts[w.part]
 	if w.tries > 0 {
-		p.retrying--
+		s.parts[w.part].retrying--
 	}
-	if !p.lost {
-		p.lost = true
-		p.recs = make(map[string]value)
-		s.log.Warn("partition claimed by another worker: this worker no longer writes it", "partition", w.part, "error", err)
+	s.markLost(w.part, err, w.waiters)
+}
+
+// markLost gives partition p up to the worker that claimed it since: it
+// arrives once on Lost, nothing more is written for it, and what waited on
+// it (waiting too) fails with ErrFenced, on goroutines of their own. Under
+// Store.mu.
+func (s *Store) markLost(p int, err error, waiting []func(error)) {
+	pt := s.parts[p]
+	if !pt.lost {
+		pt.lost = true
+		pt.recs = make(map[string]value)
+		s.log.Warn("partition claimed by another worker: this worker no longer writes it", "partition", p, "error", err)
 		select {
-		case s.lost <- w.part:
+		case s.lost <- p:
 		default:
 		}
 	}
-	fail := append(w.waiters, p.waiters...)
-	p.buf, p.waiters = nil, nil
+	fail := append(waiting, pt.waiters...)
+	pt.buf, pt.waiters = nil, nil
 	ferr := fmt.Errorf("%w: %w", ErrFenced, err)
 	for _, f := range fail {
 		go f(ferr)

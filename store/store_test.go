@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -565,5 +566,43 @@ func TestPrefetch(t *testing.T) {
 				t.Errorf("pre.k120, written after the prefetch: %+v", r)
 			}
 		})
+	}
+}
+
+// TestVerifyFindsLostClaims: a store whose partitions another claimed
+// learns it from Verify, without writing: each arrives on Lost; a claim
+// still its own does not.
+func TestVerifyFindsLostClaims(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	a, _ := open(t, s, store.Config{Partitions: 2})
+	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	if _, err := b.Load(ctxBound(t)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Claim(ctxBound(t), []int{1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Verify(ctxBound(t), []int{0, 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-a.Lost():
+		if p != 1 {
+			t.Fatalf("Lost: %d; want 1", p)
+		}
+	case <-time.After(bound):
+		t.Fatal("partition 1 not reported lost")
+	}
+	select {
+	case p := <-a.Lost():
+		t.Fatalf("partition %d reported lost too; want only 1", p)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if got := a.Owned(); !slices.Equal(got, []int{0}) {
+		t.Errorf("owned after Verify: %v; want [0]", got)
 	}
 }
