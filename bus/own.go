@@ -19,7 +19,7 @@ import (
 
 // owns reports whether the worker decides for key's partition. Loop only.
 func (w *Worker) owns(key string) bool {
-	return w.owned == nil || w.owned[PartitionOf(key, len(w.owned))]
+	return w.ownsAll || w.owned[PartitionOf(key, len(w.owned))]
 }
 
 // Owned returns the partitions the worker decides for, ascending; nil
@@ -47,6 +47,7 @@ func (w *Worker) setOwned(parts []int, own bool) {
 			list = append(list, p)
 		}
 	}
+	w.ownsAll = len(list) == len(w.owned) // no hash per heartbeat then
 	w.ownMu.Lock()
 	w.ownedList = list
 	w.ownMu.Unlock()

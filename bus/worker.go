@@ -170,6 +170,7 @@ type Worker struct {
 	reserving  bool   // a reservation of the next block is under way
 	overrun    bool   // generations went past hwm (logged once)
 	owned      []bool // by partition: decided here; nil without a Store
+	ownsAll    bool   // every partition (or no Store): owns needs no hash
 	ownMu      sync.Mutex
 	ownedList  []int                        // owned, for Owned (under ownMu)
 	partSubs   map[int][]*nats.Subscription // with a Router: each owned partition's
@@ -263,6 +264,7 @@ func NewWorker(nc *nats.Conn, cfg WorkerConfig) (*Worker, error) {
 		reg:      cfg.Store,
 		warm:     newWarmth(cfg.Now()),
 		partSubs: make(map[int][]*nats.Subscription),
+		ownsAll:  cfg.Store == nil,
 	}
 	if w.peerReplies, err = newPeerReplyFilter(cfg, replies); err != nil {
 		return nil, err
