@@ -3,9 +3,12 @@ package store
 import (
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/coordinator"
@@ -223,5 +226,26 @@ func TestApplyRefusesMisplacedKeys(t *testing.T) {
 	_, err := s.applyEntries(s.parts, other, appendUpsert(nil, 1, &coordinator.Record{Key: key, IdleTimeout: time.Second, State: coordinator.Running, Generation: 1}), false)
 	if !errors.Is(err, ErrCorrupt) || len(s.parts[other].recs) != 0 {
 		t.Fatalf("applying %q to partition %d: %v, %d records; want ErrCorrupt and none", key, other, err, len(s.parts[other].recs))
+	}
+}
+
+// TestLoseIgnoresEarlierClaims: a refusal of a write fenced on an earlier
+// claim of this store leaves the current claim standing; one fenced on the
+// current claim loses the partition.
+func TestLoseIgnoresEarlierClaims(t *testing.T) {
+	for _, tt := range []struct {
+		token    string
+		wantLost bool
+	}{{"3", false}, {"5", true}} {
+		s := testStore(1)
+		s.lost = make(chan int, 1)
+		s.log = slog.New(slog.DiscardHandler)
+		s.setToken(0, 5)
+		h := nats.Header{}
+		h.Set(hdrExpectSeq, tt.token)
+		s.lose(&write{msg: &nats.Msg{Header: h}, part: 0, fence: 0, kind: kindLog}, errors.New("wrong last sequence: 7"))
+		if got := s.parts[0].lost; got != tt.wantLost {
+			t.Errorf("refusal of a write fenced on %s with claim 5: lost %v; want %v", tt.token, got, tt.wantLost)
+		}
 	}
 }

@@ -181,8 +181,19 @@ func (s *Store) lose(w *write, err error) {
 	if w.part < 0 {
 		return
 	}
+	pt := s.parts[w.part]
 	if w.tries > 0 {
-		s.parts[w.part].retrying--
+		pt.retrying--
+	}
+	if tok := w.msg.Header.Get(hdrExpectSeq); len(pt.fenceSeq) == 1 && tok != pt.fenceSeq[0] {
+		// Refused for an earlier claim of this worker's; the partition has
+		// been claimed again since, and that claim stands. Only this write
+		// is lost.
+		ferr := fmt.Errorf("%w: %w", ErrFenced, err)
+		for _, f := range w.waiters {
+			go f(ferr)
+		}
+		return
 	}
 	s.markLost(w.part, err, w.waiters)
 }

@@ -606,3 +606,31 @@ func TestVerifyFindsLostClaims(t *testing.T) {
 		t.Errorf("owned after Verify: %v; want [0]", got)
 	}
 }
+
+// TestStaleRefusalAfterReclaim: a write refused for an earlier claim does
+// not mark the partition lost once this store has claimed it again.
+func TestStaleRefusalAfterReclaim(t *testing.T) {
+	s := natstest.Start(t, natstest.JetStream())
+	a, _ := open(t, s, store.Config{Partitions: 1})
+	b, _ := open(t, s, store.Config{Partitions: 1}) // takes partition 0 from a
+	_ = b
+	// a's write with its old token is refused: a loses 0.
+	if err := putStored(t, a, running("stale.k1", 1)); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("stale write: %v; want ErrFenced", err)
+	}
+	<-a.Lost()
+	// a claims 0 back; a write sent meanwhile with the old token (simulated
+	// by the refusal above having already happened) must not undo it: a
+	// new write succeeds and nothing more arrives on Lost.
+	if _, err := a.Claim(ctxBound(t), []int{0}); err != nil {
+		t.Fatal(err)
+	}
+	if err := putStored(t, a, running("stale.k2", 2)); err != nil {
+		t.Fatalf("write after claiming back: %v", err)
+	}
+	select {
+	case p := <-a.Lost():
+		t.Fatalf("partition %d reported lost after claiming it back", p)
+	case <-time.After(100 * time.Millisecond):
+	}
+}
