@@ -135,7 +135,7 @@ func (w *Worker) checkRecords(recs []coordinator.Record, hwm uint64) ([]coordina
 			renew(&rec, "generation out of range")
 		case hwm > 0 && rec.Generation > hwm: // none in a new id space
 			renew(&rec, "generation above the high-water mark")
-		case rec.Generation >= w.blockStart && rec.Generation > w.coord.Generation():
+		case rec.Generation >= w.blockStart && rec.Generation < w.hwm && rec.Generation > w.coord.Generation():
 			// In this worker's block, yet not handed out by it.
 			renew(&rec, "generation above the high-water mark")
 		case dup:

@@ -167,7 +167,7 @@ func Open(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg Config)
 		s.parts[p] = &part{recs: make(map[string]value)}
 	}
 	scfg := s.l.streamConfig(cfg.Stream, cfg.Replicas, cfg.Duplicates, cfg.MaxAge)
-	if s.stream, err = js.CreateOrUpdateStream(ctx, scfg); err != nil {
+	if s.stream, err = ensureStream(ctx, js, scfg); err != nil {
 		return nil, fmt.Errorf("store: stream %q: %w", cfg.Stream, err)
 	}
 	// Acknowledgements: one subscription for every write, on an inbox of
@@ -184,6 +184,28 @@ func Open(ctx context.Context, nc *nats.Conn, subjects bus.Subjects, cfg Config)
 	s.sub = sub
 	go s.flusher()
 	return s, nil
+}
+
+// streamTry bounds one attempt to create or update the stream: on a
+// cluster, an update that arrives while another worker's create of the
+// same stream is in flight gets no answer (nats-server 2.15.2), so workers
+// started together try again.
+const streamTry = 2 * time.Second
+
+// ensureStream creates the stream, or updates it in place when it exists,
+// trying again until ctx ends.
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, streamTry)
+		str, err := js.CreateStream(tctx, cfg)
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			str, err = js.UpdateStream(tctx, cfg)
+		}
+		cancel()
+		if err == nil || ctx.Err() != nil || !errors.Is(err, context.DeadlineExceeded) {
+			return str, err
+		}
+	}
 }
 
 // CheckJetStream reports whether the server behind nc offers JetStream to
