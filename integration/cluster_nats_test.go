@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -69,16 +70,15 @@ func startNATSCluster(t *testing.T, n int) *natsCluster {
 	}
 	dir := t.TempDir()
 	c := &natsCluster{http: &http.Client{Timeout: time.Second}}
-	routePorts := make([]int, n)
+	ports := freePorts(t, 3*n) // client, monitoring and route port of each node
 	routes := make([]string, n)
 	for i := range n {
-		routePorts[i] = freePort(t)
-		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", routePorts[i])
+		routes[i] = fmt.Sprintf("nats-route://127.0.0.1:%d", ports[3*i+2])
 	}
 	for i := range n {
-		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), port: freePort(t), monitor: freePort(t), log: new(logtest.Buffer)}
+		nd := &natsNode{name: fmt.Sprintf("n%d", i+1), port: ports[3*i], monitor: ports[3*i+1], log: new(logtest.Buffer)}
 		nd.conf = filepath.Join(dir, nd.name+".conf")
-		body := fmt.Sprintf(clusterConf, nd.name, nd.port, nd.monitor, routePorts[i], strings.Join(routes, ", "), filepath.Join(dir, nd.name))
+		body := fmt.Sprintf(clusterConf, nd.name, nd.port, nd.monitor, ports[3*i+2], strings.Join(routes, ", "), filepath.Join(dir, nd.name))
 		if err := os.WriteFile(nd.conf, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -92,9 +92,33 @@ func startNATSCluster(t *testing.T, n int) *natsCluster {
 		nd.start(t)
 	}
 	for _, nd := range c.nodes {
-		c.waitHealthy(t, nd, 30*time.Second)
+		chaosWait(t, 30*time.Second, "nats-server "+nd.name+" healthy", func() bool {
+			for _, other := range c.nodes {
+				if !other.running() {
+					t.Fatalf("nats-server %s exited; its log:\n%s", other.name, other.log)
+				}
+			}
+			return c.healthy(nd)
+		})
 	}
 	return c
+}
+
+// freePorts returns n distinct loopback ports that nothing listened on a
+// moment ago: unlike n calls of freePort, which may return one port twice,
+// it holds every listener until it has them all.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("listen: %v", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
 }
 
 // urls is every node's client URL, comma-separated, as IDLE_NATS_URL and
@@ -180,18 +204,6 @@ func (c *natsCluster) healthy(nd *natsNode) bool {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// waitHealthy waits up to timeout for nd to be healthy, failing early if
-// its process exits.
-func (c *natsCluster) waitHealthy(t *testing.T, nd *natsNode, timeout time.Duration) {
-	t.Helper()
-	chaosWait(t, timeout, "nats-server "+nd.name+" healthy", func() bool {
-		if !nd.running() {
-			t.Fatalf("nats-server %s exited; its log:\n%s", nd.name, nd.log)
-		}
-		return c.healthy(nd)
-	})
 }
 
 // streamLeader returns the name of the node that leads the store's stream,

@@ -35,13 +35,22 @@ type clusterWorkers struct {
 	env   map[string]string // on top of each worker's own settings
 	http  *http.Client
 	list  []*clusterWorker
+	ports map[int]bool // HTTP ports handed out, which a worker may not have bound yet
 }
 
 // add starts a new worker named name and returns it without waiting for it
 // to be ready. t is the calling (sub)test, which fails if it cannot start.
 func (ws *clusterWorkers) add(t *testing.T, name string) *clusterWorker {
 	t.Helper()
-	w := &clusterWorker{name: name, addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), env: map[string]string{
+	port := freePort(t)
+	for ws.ports[port] {
+		port = freePort(t)
+	}
+	if ws.ports == nil {
+		ws.ports = map[int]bool{}
+	}
+	ws.ports[port] = true
+	w := &clusterWorker{name: name, addr: fmt.Sprintf("127.0.0.1:%d", port), env: map[string]string{
 		"IDLE_NATS_URL":       ws.urls,
 		"IDLE_PERSIST":        "on",
 		"IDLE_STORE_REPLICAS": "3",
