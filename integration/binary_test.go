@@ -94,10 +94,20 @@ func startBinary(t *testing.T, env map[string]string) *proc {
 // startBinaryArgs is startBinary with command-line arguments.
 func startBinaryArgs(t *testing.T, env map[string]string, args ...string) *proc {
 	t.Helper()
-	if built.err != nil {
-		t.Fatalf("building idle-worker: %v\n%s", built.err, built.output)
+	p, err := launchBinary(t, env, args...)
+	if err != nil {
+		t.Fatal(err)
 	}
-	tmpDir := t.TempDir()
+	return p
+}
+
+// launchBinary is startBinaryArgs for a process that owner, which may be
+// a parent of the calling test, kills and reports on when it ends.
+func launchBinary(owner testing.TB, env map[string]string, args ...string) (*proc, error) {
+	if built.err != nil {
+		return nil, fmt.Errorf("building idle-worker: %w\n%s", built.err, built.output)
+	}
+	tmpDir := owner.TempDir()
 	vars := map[string]string{
 		"PATH":                  os.Getenv("PATH"),
 		"HOME":                  os.Getenv("HOME"),
@@ -117,14 +127,14 @@ func startBinaryArgs(t *testing.T, env map[string]string, args ...string) *proc 
 	p := &proc{cmd: cmd, stdout: new(logtest.Buffer), stderr: new(logtest.Buffer), done: make(chan struct{}), tmpDir: tmpDir}
 	cmd.Stdout, cmd.Stderr = p.stdout, p.stderr
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start idle-worker: %v", err)
+		return nil, fmt.Errorf("start idle-worker: %w", err)
 	}
 	p.started = time.Now()
 	go func() {
 		p.waitErr = cmd.Wait()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
+	owner.Cleanup(func() {
 		select {
 		case <-p.done:
 		default:
@@ -132,16 +142,16 @@ func startBinaryArgs(t *testing.T, env map[string]string, args ...string) *proc 
 			select {
 			case <-p.done:
 			case <-time.After(bound):
-				t.Errorf("idle-worker (pid %d) still running %v after SIGKILL", cmd.Process.Pid, bound)
+				owner.Errorf("idle-worker (pid %d) still running %v after SIGKILL", cmd.Process.Pid, bound)
 			}
 		}
-		if t.Failed() {
-			t.Logf("idle-worker environment: %q", cmd.Env)
-			t.Logf("idle-worker stdout:\n%s", p.stdout)
-			t.Logf("idle-worker stderr:\n%s", p.stderr)
+		if owner.Failed() {
+			owner.Logf("idle-worker environment: %q", cmd.Env)
+			owner.Logf("idle-worker stdout:\n%s", p.stdout)
+			owner.Logf("idle-worker stderr:\n%s", p.stderr)
 		}
 	})
-	return p
+	return p, nil
 }
 
 func (p *proc) exited() bool {

@@ -23,6 +23,10 @@
 // a controlled environment. The crash and restart tests run it through
 // internal/workerproc, which drives it only from outside (signals, /proc,
 // /readyz, /metrics, the wire contract), so they hold whatever the store.
+// The chaos and cluster tests run nats-server as a process too (also built
+// in TestMain); the cluster tests (cluster_test.go) start three as one
+// JetStream cluster and several workers sharing a prefix, and kill, freeze
+// and restart them under 2,000 backends (-short skips them).
 //
 // Run them with
 //
