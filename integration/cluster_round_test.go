@@ -59,11 +59,8 @@ type clusterRound struct {
 	stops    []atomic.Int64 // per wave: offset from base when it falls silent; 0 while it beats
 	last     []atomic.Int64 // per key: offset from base just before its last heartbeat was published
 	d        time.Time      // D, once scheduled
-	// victim is the partitions the disrupted worker owned at D; with
-	// refrozen set (a worker frozen, then woken), backends of those
-	// partitions that are never quiesced are the known bug of relostBug.
-	victim   []int
-	refrozen bool
+	// victim is the partitions the disrupted worker owned at D.
+	victim []int
 
 	sent, failed atomic.Int64
 	stop         chan struct{}

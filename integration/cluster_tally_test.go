@@ -185,36 +185,9 @@ func (r *clusterRound) describe(keys []string) string {
 	return strings.Join(out, ", ")
 }
 
-// resendIDBug stands for a bug reported to the lead: bus.Worker's
-// checkRecords (bus/restore.go) renews the generation of a restored
-// draining record when it is at least the claiming worker's blockStart and
-// above its current generation, without checking that it lies in that
-// worker's block (below its hwm). So when a worker whose block is lower
-// takes over a partition, every backend there that was sent a drain is
-// re-sent under a new id. While it is true, a round whose only fault is
-// such re-sends is skipped, saying so, rather than failed; set it to false
-// once the bug is fixed.
-const resendIDBug = true
-
-// relostBug stands for a second bug reported to the lead: the store
-// (store/inflight.go lose) marks a partition lost on the refusal of any
-// fenced write, even one sent under the partition's previous token whose
-// refusal arrives after the worker claimed the partition again (setToken).
-// A worker frozen while the others took its partitions wakes up, has its
-// stale writes refused, drops the partitions, claims them back at once,
-// and then a late refusal marks some of them lost again in the store while
-// the worker (and the membership) still count them as its own: every write
-// of such a partition fails from then on ("publish quiesce ... partition
-// claimed by another worker"), nobody else claims it, and its backends are
-// never quiesced. While it is true, a freeze round whose only lost
-// backends are in the frozen worker's partitions is skipped, saying so;
-// set it to false once the bug is fixed.
-const relostBug = true
-
 // report logs the tally and fails the test on a lost, duplicated or early
-// quiesce. It returns why the test should be skipped when its only faults
-// are the known bugs of resendIDBug and relostBug, else "".
-func (r *clusterRound) report(t *testing.T, tl roundTally, extra string) (skip string) {
+// quiesce.
+func (r *clusterRound) report(t *testing.T, tl roundTally, extra string) {
 	t.Helper()
 	target := ownerTimeout + time.Second
 	over := len(tl.late) - sort.Search(len(tl.late), func(i int) bool { return tl.late[i] > target })
@@ -223,33 +196,16 @@ func (r *clusterRound) report(t *testing.T, tl roundTally, extra string) (skip s
 		r.group, roundBackends, tl.lost, tl.dupFirsts+tl.idChanges+tl.sharedIDs, tl.dupFirsts, tl.idChanges, tl.renewedIDs, tl.sharedIDs, tl.early,
 		quantile(tl.late, 0.5).Round(time.Millisecond), quantile(tl.late, 0.99).Round(time.Millisecond), quantile(tl.late, 1).Round(time.Millisecond),
 		r.describe([]string{tl.worstKey}), target, over, tl.resent, tl.reAttempts, tl.storedOnly, extra)
-	relost := relostBug && r.refrozen && tl.lost > 0 && !slices.ContainsFunc(tl.lostKeys, func(k string) bool {
-		return !slices.Contains(r.victim, partition.Of(k, clusterPartitions))
-	})
 	if tl.lost != 0 {
-		first := r.describe(tl.lostKeys[:min(len(tl.lostKeys), 5)])
-		if !relost {
-			t.Errorf("lost: got %d backends never quiesced; want 0; the first: %s", tl.lost, first)
-		} else {
-			t.Logf("lost: %d backends never quiesced, all in the frozen worker's partitions (the known bug of relostBug); the first: %s", tl.lost, first)
-		}
+		t.Errorf("lost: got %d backends never quiesced; want 0; the first: %s", tl.lost, r.describe(tl.lostKeys[:min(len(tl.lostKeys), 5)]))
 	}
-	knownBug := resendIDBug && tl.idChanges > 0 && tl.idChanges == tl.renewedIDs
-	if tl.dupFirsts != 0 || (tl.idChanges != 0 && !knownBug) || tl.sharedIDs != 0 {
+	if tl.dupFirsts != 0 || tl.idChanges != 0 || tl.sharedIDs != 0 {
 		t.Errorf("duplicate ids: got %d first emissions received twice, %d backends with two ids (%d re-sent under a new id), %d ids of two backends; want 0, 0, 0",
 			tl.dupFirsts, tl.idChanges, tl.renewedIDs, tl.sharedIDs)
 	}
 	if tl.early != 0 {
 		t.Errorf("early: got %d quiesces before their backend's deadline, first: %s; want 0", tl.early, tl.firstEarly)
 	}
-	var why []string
-	if knownBug {
-		why = append(why, fmt.Sprintf("%d backends re-sent under a new id after a takeover: the known bug of resendIDBug (bus/restore.go checkRecords)", tl.renewedIDs))
-	}
-	if relost {
-		why = append(why, fmt.Sprintf("%d backends of the frozen worker's partitions never quiesced: the known bug of relostBug (store/inflight.go lose)", tl.lost))
-	}
-	return strings.Join(why, "; ")
 }
 
 // logIDChanges logs the stored events of up to maxKeys backends with more

@@ -107,7 +107,7 @@ type disruption func(t *testing.T, r *clusterRound) (note string, victim []int)
 // the tally, once every backend is quiesced (or 15 s after the last wave
 // fell silent). It returns why to skip the test, from report: the caller
 // skips it once done.
-func (e *clusterEnv) round(t *testing.T, group string, loadNode int, disrupt disruption) (skip string) {
+func (e *clusterEnv) round(t *testing.T, group string, loadNode int, disrupt disruption) {
 	t.Helper()
 	r := startRound(t, group, e.nats.urlsFrom(loadNode))
 	r.waitTracked(t, e.ws, e.nc)
@@ -134,11 +134,10 @@ func (e *clusterEnv) round(t *testing.T, group string, loadNode int, disrupt dis
 	if tl.idChanges > 0 {
 		r.logIDChanges(t, evs, victim, 3)
 	}
-	skip = r.report(t, tl, extra)
+	r.report(t, tl, extra)
 	if tl.lost > 0 {
 		e.lateAfterAll(t, r, tl.lostKeys)
 	}
-	return skip
 }
 
 // lateAfterAll waits up to 10 s more for events of the backends the round
@@ -173,14 +172,6 @@ func (e *clusterEnv) lateAfterAll(t *testing.T, r *clusterRound, lost []string) 
 	}
 }
 
-// skipIf skips t, once it is done, when why is not "".
-func skipIf(t *testing.T, why string) {
-	t.Helper()
-	if why != "" {
-		t.Skip(why)
-	}
-}
-
 // settledWithout waits until the workers but the one named name own every
 // partition between them, and returns how long that took since from.
 func (e *clusterEnv) settledWithout(t *testing.T, name string, from time.Time) time.Duration {
@@ -203,7 +194,7 @@ func TestClusterWorkerFailures(t *testing.T) {
 
 	t.Run("kill", func(t *testing.T) {
 		victim := e.ws.list[1]
-		skip := e.round(t, "kill", 0, func(t *testing.T, r *clusterRound) (string, []int) {
+		e.round(t, "kill", 0, func(t *testing.T, r *clusterRound) (string, []int) {
 			parts := e.mw.owned(victim.name)
 			killed := time.Now()
 			chaosKill(t, victim.p)
@@ -214,14 +205,12 @@ func TestClusterWorkerFailures(t *testing.T) {
 		e.ws.start(t, victim)
 		e.ws.waitReady(t, 20*time.Second, victim)
 		t.Logf("%s restarted: %s", victim.name, e.waitSettled(t, 20*time.Second))
-		skipIf(t, skip)
 	})
 
 	t.Run("freeze", func(t *testing.T) {
 		const frozen = 10 * time.Second
 		victim := e.ws.list[2]
-		skip := e.round(t, "freeze", 0, func(t *testing.T, r *clusterRound) (string, []int) {
-			r.refrozen = true
+		e.round(t, "freeze", 0, func(t *testing.T, r *clusterRound) (string, []int) {
 			parts := e.mw.owned(victim.name)
 			stopped := time.Now()
 			victim.signal(t, syscall.SIGSTOP)
@@ -238,7 +227,6 @@ func TestClusterWorkerFailures(t *testing.T) {
 			return fmt.Sprintf("%s (%d partitions) frozen %v; the others own all partitions %v later; after SIGCONT it counts partitions lost, then %s",
 				victim.name, len(parts), frozen, took.Round(time.Millisecond), who), parts
 		})
-		skipIf(t, skip)
 	})
 }
 
@@ -250,7 +238,7 @@ func TestClusterChanges(t *testing.T) {
 	e := startClusterEnv(t)
 
 	t.Run("rolling-restart", func(t *testing.T) {
-		skip := e.round(t, "roll", 0, func(t *testing.T, r *clusterRound) (string, []int) {
+		e.round(t, "roll", 0, func(t *testing.T, r *clusterRound) (string, []int) {
 			var note string
 			for _, w := range e.ws.list[:3] {
 				t0 := time.Now()
@@ -272,11 +260,10 @@ func TestClusterChanges(t *testing.T) {
 			}
 			return note + "then " + e.waitSettled(t, 20*time.Second), nil
 		})
-		skipIf(t, skip)
 	})
 
 	t.Run("add-worker", func(t *testing.T) {
-		skip := e.round(t, "add", 0, func(t *testing.T, r *clusterRound) (string, []int) {
+		e.round(t, "add", 0, func(t *testing.T, r *clusterRound) (string, []int) {
 			t0 := time.Now()
 			w4 := e.ws.add(t, "w4")
 			e.ws.waitReady(t, 20*time.Second, w4)
@@ -284,7 +271,6 @@ func TestClusterChanges(t *testing.T) {
 			who := e.waitSettled(t, 20*time.Second)
 			return fmt.Sprintf("w4 ready %v after its start, then %s", ready.Round(time.Millisecond), who), nil
 		})
-		skipIf(t, skip)
 	})
 
 	t.Run("stream-leader-down", func(t *testing.T) {
@@ -298,7 +284,7 @@ func TestClusterChanges(t *testing.T) {
 		// with its node would make its backend's deadline earlier than
 		// the test thinks.
 		loadNode := slices.IndexFunc(e.nats.nodes, func(nd *natsNode) bool { return nd.name != leader })
-		skip := e.round(t, "leader", loadNode, func(t *testing.T, r *clusterRound) (string, []int) {
+		e.round(t, "leader", loadNode, func(t *testing.T, r *clusterRound) (string, []int) {
 			nd := e.nats.node(leader)
 			if nd == nil {
 				t.Fatalf("the stream's leader %q is none of the nodes", leader)
@@ -316,16 +302,12 @@ func TestClusterChanges(t *testing.T) {
 			return fmt.Sprintf("node %s (the stream's leader) shut down in %v; %s leads %v after the SIGTERM; %s",
 				leader, stopped.Round(time.Millisecond), next, elected.Round(time.Millisecond), e.waitSettled(t, 20*time.Second)), nil
 		})
-		skipIf(t, skip)
 	})
 }
 
 // Three workers started at the same moment on a cluster where the stream
 // does not exist yet all come up.
 func TestClusterSimultaneousStart(t *testing.T) {
-	t.Skip("blocked: the workers' store creates the stream with CreateOrUpdateStream (an update first); " +
-		"nats-server 2.15.2 leaves an update unanswered while another client's create of an R3 stream is in flight, " +
-		"so the workers time out and exit 1 (store: stream \"IDLE_QUIESCE\": context deadline exceeded); reported to the lead")
 	if testing.Short() {
 		t.Skip("-short: starts a 3-node cluster")
 	}
