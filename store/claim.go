@@ -66,7 +66,7 @@ func (s *Store) claimOne(ctx context.Context, p int) error {
 // lastSeqOf returns the sequence of the last message on subject, 0 when there
 // is none.
 func (s *Store) lastSeqOf(ctx context.Context, subject string) (uint64, error) {
-	m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+	m, err := s.lastMsg(ctx, subject)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, nil
 	}
@@ -225,4 +225,21 @@ func (s *Store) Verify(ctx context.Context, parts []int) error {
 		s.mu.Unlock()
 	}
 	return nil
+}
+
+// lastMsg reads the last message on subject, trying again while nothing
+// answers (a replicated stream just created, or changing leader), until
+// ctx ends.
+func (s *Store) lastMsg(ctx context.Context, subject string) (*jetstream.RawStreamMsg, error) {
+	for {
+		m, err := s.stream.GetLastMsgForSubject(ctx, subject)
+		if !errors.Is(err, nats.ErrNoResponders) && !errors.Is(err, jetstream.ErrNoStreamResponse) {
+			return m, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }

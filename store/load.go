@@ -226,7 +226,7 @@ func (s *Store) readSnapshots(ctx context.Context, tbl []*part, parts []int) ([]
 // not decode, or a missing chunk, costs that chunk's records (counted, the
 // cause logged); the log after the snapshot is still applied.
 func (s *Store) readSnapshot(ctx context.Context, tbl []*part, p int) (uint64, int, error) {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.snap(p))
+	msg, err := s.lastMsg(ctx, s.l.snap(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
 	}
@@ -244,7 +244,7 @@ func (s *Store) readSnapshot(ctx context.Context, tbl []*part, p int) (uint64, i
 	}
 	skipped := 0
 	for c := range m.Chunks {
-		cm, err := s.stream.GetLastMsgForSubject(ctx, s.l.chunk(p, m.ID, c))
+		cm, err := s.lastMsg(ctx, s.l.chunk(p, m.ID, c))
 		if err != nil {
 			if !errors.Is(err, jetstream.ErrMsgNotFound) {
 				return 0, 0, fmt.Errorf("store: read %s: %w", s.l.chunk(p, m.ID, c), err)

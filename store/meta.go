@@ -25,7 +25,7 @@ type meta struct {
 
 // readMeta reads P.store.meta; found is false when there is none.
 func (s *Store) readMeta(ctx context.Context) (m meta, found bool, err error) {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.meta())
+	msg, err := s.lastMsg(ctx, s.l.meta())
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return m, false, nil
 	}
@@ -58,7 +58,7 @@ func (s *Store) StoreID(ctx context.Context, id string) error {
 // readHighWater reads P.store.hwm; 0 when there is none. unreadable says
 // why a stored one could not be read.
 func (s *Store) readHighWater(ctx context.Context) (gen uint64, unreadable string, err error) {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.hwm())
+	msg, err := s.lastMsg(ctx, s.l.hwm())
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, "", nil
 	}
@@ -86,7 +86,7 @@ const reserveTries = 16
 func (s *Store) Reserve(ctx context.Context, floor, n uint64) (uint64, error) {
 	for range reserveTries {
 		var seq, cur uint64
-		msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.hwm())
+		msg, err := s.lastMsg(ctx, s.l.hwm())
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
 		case err != nil:

@@ -91,7 +91,7 @@ func (s *Store) readClaimed(ctx context.Context, parts []int) ([]uint64, int, er
 // sameSnapshot says whether partition p's current manifest names snapshot
 // id ("" for none).
 func (s *Store) sameSnapshot(ctx context.Context, p int, id string) bool {
-	msg, err := s.stream.GetLastMsgForSubject(ctx, s.l.snap(p))
+	msg, err := s.lastMsg(ctx, s.l.snap(p))
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return id == ""
 	}

@@ -24,24 +24,41 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 		return 0, 0, 0, nil
 	}
 	start := covers[parts[0]]
-	filter := []string{s.l.subj.Quiesce(">")}
 	for _, p := range parts {
 		start = min(start, covers[p])
-		filter = append(filter, s.l.log(p))
-	}
-	if len(parts) == len(s.parts) {
-		filter = []string{s.l.subj.Quiesce(">"), s.l.base + "log.>"}
 	}
 	info, err := s.stream.Info(ctx)
 	if err != nil {
-		return read, bad, 0, fmt.Errorf("store: stream info: %w", err)
+		return 0, 0, 0, fmt.Errorf("store: stream info: %w", err)
 	}
 	last = info.State.LastSeq
 	if start >= last {
 		return 0, 0, last, nil
 	}
+	// One consumer per subject filter: the log (one partition's subject,
+	// or all of them), then the events. The order of the two passes does
+	// not matter: the lsn decides.
+	logs := s.l.base + "log.>"
+	if len(parts) == 1 {
+		logs = s.l.log(parts[0])
+	}
+	for _, filter := range []string{logs, s.l.subj.Quiesce(">")} {
+		r, b, err := s.readFiltered(ctx, tbl, filter, start, last, covers)
+		read, bad = read+r, bad+b
+		if err != nil {
+			return read, bad, 0, err
+		}
+	}
+	return read, bad, last, nil
+}
+
+// readFiltered applies the messages on filter stored after start, up to
+// last, with one consumer: until a message says nothing matching is left
+// or last is reached; a consumer on a replicated stream may take a moment
+// before it delivers.
+func (s *Store) readFiltered(ctx context.Context, tbl []*part, filter string, start, last uint64, covers []uint64) (read, bad int, err error) {
 	cons, err := s.stream.CreateConsumer(ctx, jetstream.ConsumerConfig{
-		FilterSubjects:    filter,
+		FilterSubject:     filter,
 		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:       start + 1,
 		AckPolicy:         jetstream.AckNonePolicy,
@@ -49,28 +66,24 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 		MemoryStorage:     true,
 	})
 	if err != nil {
-		return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
+		return 0, 0, fmt.Errorf("store: read %s: %w", filter, err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		_ = s.stream.DeleteConsumer(dctx, cons.CachedInfo().Name)
 		cancel()
 	}()
-	// Read until a message says nothing matching is left, or the stream's
-	// last sequence at the start is reached; a consumer on a replicated
-	// stream may take a moment before it delivers.
 	pending := cons.CachedInfo().NumPending
 	logged := lograte.New(time.Second, nil)
 	empty := 0
 	for done := pending == 0; !done; {
 		batch, err := cons.FetchNoWait(4096)
 		if err != nil {
-			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, fmt.Errorf("store: read %s: %w", filter, err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
 			got++
-			read++
 			md, err := msg.Metadata()
 			if err != nil {
 				continue
@@ -81,6 +94,7 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 			if md.Sequence.Stream > last {
 				continue
 			}
+			read++
 			if err := s.applyTail(tbl, msg.Subject(), msg.Headers().Get(hdrRecord), msg.Data(), md.Sequence.Stream, covers); err != nil {
 				bad++
 				if ok, _ := logged.Allow("tail"); ok {
@@ -89,21 +103,21 @@ func (s *Store) readTail(ctx context.Context, tbl []*part, parts []int, covers [
 			}
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, nats.ErrNoResponders) {
-			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, fmt.Errorf("store: read %s: %w", filter, err)
 		}
 		if got > 0 {
 			empty = 0
 			continue
 		}
 		if err := ctx.Err(); err != nil {
-			return read, bad, 0, fmt.Errorf("store: read the log: %w", err)
+			return read, bad, fmt.Errorf("store: read %s: %w", filter, err)
 		}
 		if empty++; empty >= tailStall {
-			return read, bad, 0, fmt.Errorf("store: read the log: nothing delivered for %v with %d messages pending", tailStall*tailWait, pending)
+			return read, bad, fmt.Errorf("store: read %s: nothing delivered for %v with %d messages pending", filter, tailStall*tailWait, pending)
 		}
 		time.Sleep(tailWait) // nothing ready yet (a replicated consumer starting)
 	}
-	return read, bad, last, nil
+	return read, bad, nil
 }
 
 // Bounds of a tail read: after a fetch that found nothing ready, the next
