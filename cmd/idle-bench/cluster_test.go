@@ -58,7 +58,7 @@ func TestSplitTakeover(t *testing.T) {
 			for i := range deadlines {
 				deadlines[i] = t0
 			}
-			s := splitTakeover(tt.arrived, deadlines, func(i int) bool { return tt.leaver[i] }, kill)
+			s := splitTakeover(tt.arrived, deadlines, func(i int) bool { return tt.leaver[i] }, kill, kill)
 			wantCount := len(tt.wantDue) + tt.wantDueMiss
 			if !slices.Equal(s.due, tt.wantDue) || !slices.Equal(s.others, tt.wantOthers) || s.dueCount != wantCount ||
 				s.dueMissing != tt.wantDueMiss || s.othersMissing != tt.wantOtherMiss || !s.first.Equal(tt.wantFirst) || !s.last.Equal(tt.wantLast) {
@@ -66,6 +66,23 @@ func TestSplitTakeover(t *testing.T) {
 					s, tt.wantDue, tt.wantDueMiss, tt.wantOthers, tt.wantOtherMiss, tt.wantFirst, tt.wantLast)
 			}
 		})
+	}
+}
+
+// TestSplitTakeoverOverdue: of the due backends, those whose deadline came
+// before the claim are overdue, and the takeover caught up with the last
+// of their events; one due after the claim is neither.
+func TestSplitTakeoverOverdue(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	kill, claimed := at(0), at(1000)
+	arrived := []time.Time{at(1100), at(1050), at(1500), {}, at(1200)}
+	deadlines := []time.Time{at(100), at(900), at(1400), at(500), at(300)}
+	leaver := []bool{true, true, true, true, false}
+	s := splitTakeover(arrived, deadlines, func(i int) bool { return leaver[i] }, kill, claimed)
+	if s.dueCount != 4 || s.overdue != 3 || !s.caughtUp.Equal(at(1100)) || s.dueMissing != 1 || !s.last.Equal(at(1500)) {
+		t.Errorf("got %d due, %d overdue, caught up at %v, %d missing, last %v; want 4, 3 (one missing), %v, 1, %v",
+			s.dueCount, s.overdue, s.caughtUp, s.dueMissing, s.last, at(1100), at(1500))
 	}
 }
 

@@ -77,24 +77,33 @@ func (c *clusterResult) print(out io.Writer, t *table, m machineInfo) {
 		c.Workers, c.Partitions, c.OwnerTimeoutMS, c.How, loadNote(c.OtherCPUPercent))
 	if len(c.Takeovers) > 0 {
 		k := c.Takeovers[0]
-		fmt.Fprintf(out, "\nTakeover: %s backends heartbeat once with a %.0f ms timeout; one worker of %d (owning the partitions counted below) "+
-			"leaves %s the first deadline; times from the kill (or the SIGTERM); due = its backends with no event before it; "+
-			"lateness = event arrival - deadline (heartbeat publish + timeout); others = every other backend; restored = backends the others "+
-			"restored on their claims\n\n",
-			count(float64(k.Backends)), k.TimeoutMS, c.Workers, relative(k.KillAtMS))
-		t.row("how", "partitions", "due", "released ms", "first claim ms", "all claimed ms", "first event ms", "last event ms",
-			"p50 ms", "p99 ms", "max ms", "missing", "dup ids", "early", "resent", "others p99 ms", "others max ms", "restored")
+		fmt.Fprintf(out, "\nTakeover: %s backends heartbeat once, with timeouts putting their deadlines within %.0f ms, %.0f ms after the first heartbeat; "+
+			"one worker of %d (owning the partitions counted) leaves %s the first deadline. Times from the kill (or the SIGTERM); due = its backends "+
+			"with no event before it; overdue = those due before the others had claimed all its partitions; caught up = the last overdue one's event\n\n",
+			count(float64(k.Backends)), k.DeadlineSpanMS, k.LeadMS, c.Workers, relative(k.KillAtMS))
+		t.row("how", "partitions", "due", "overdue", "released ms", "first claim ms", "all claimed ms", "first event ms", "caught up ms", "last event ms")
 		for _, tk := range c.Takeovers {
-			l, o := tk.Lateness, tk.Others
 			released := "-"
 			if tk.ReleasedMS > 0 {
 				released = fmt.Sprintf("%.0f", tk.ReleasedMS)
 			}
-			t.row(tk.label(), fmt.Sprint(tk.LeaverPartitions), count(float64(tk.Due)), released, fmt.Sprintf("%.0f", tk.FirstClaimMS), fmt.Sprintf("%.0f", tk.ClaimedMS),
-				fmt.Sprintf("%.0f", tk.FirstEventMS), fmt.Sprintf("%.0f", tk.LastEventMS),
-				fmt.Sprintf("%.0f", l.P50MS), fmt.Sprintf("%.0f", l.P99MS), fmt.Sprintf("%.0f", l.MaxMS),
+			caughtUp := "-"
+			if tk.Overdue > 0 {
+				caughtUp = fmt.Sprintf("%.0f", tk.CaughtUpMS)
+			}
+			t.row(tk.label(), fmt.Sprint(tk.LeaverPartitions), count(float64(tk.Due)), count(float64(tk.Overdue)), released,
+				fmt.Sprintf("%.0f", tk.FirstClaimMS), fmt.Sprintf("%.0f", tk.ClaimedMS), fmt.Sprintf("%.0f", tk.FirstEventMS),
+				caughtUp, fmt.Sprintf("%.0f", tk.LastEventMS))
+		}
+		t.flush()
+		fmt.Fprintf(out, "\nLateness = event arrival - deadline (heartbeat publish + timeout), of the due backends and of every other backend; "+
+			"dup ids = backends with a second event id; resent = events repeating an id (allowed); restored = backends the others restored on their claims\n\n")
+		t.row("how", "due p50 ms", "p99 ms", "max ms", "missing", "dup ids", "early", "resent", "others p50 ms", "p99 ms", "max ms", "restored")
+		for _, tk := range c.Takeovers {
+			l, o := tk.Lateness, tk.Others
+			t.row(tk.label(), fmt.Sprintf("%.0f", l.P50MS), fmt.Sprintf("%.0f", l.P99MS), fmt.Sprintf("%.0f", l.MaxMS),
 				fmt.Sprint(l.Missing+o.Missing), fmt.Sprint(l.Duplicates), fmt.Sprint(l.Early+o.Early), fmt.Sprint(tk.Resent),
-				f2(o.P99MS), f2(o.MaxMS), count(float64(tk.Restored)))
+				f2(o.P50MS), f2(o.P99MS), f2(o.MaxMS), count(float64(tk.Restored)))
 		}
 		t.flush()
 		fmt.Fprintf(out, "\nA kill is found when the dead worker's membership heartbeats (every %.0f ms) have been missing for IDLE_OWNER_TIMEOUT; "+

@@ -16,8 +16,13 @@ import (
 )
 
 // dupWatch is how long the takeover keeps listening after every backend's
-// event arrived, for a second event of any of them.
-const dupWatch = 500 * time.Millisecond
+// event arrived, for a second event of any of them; missingGrace how long
+// it waits for an event after the backend was due at the latest (well
+// below the policy's RetryInterval, so that no re-send blurs the count).
+const (
+	dupWatch     = 500 * time.Millisecond
+	missingGrace = 5 * time.Second
+)
 
 // takeoverMode is how the leaving worker goes.
 type takeoverMode int
@@ -45,11 +50,12 @@ type takeoverResult struct {
 	// Mapped: the workers ran with the partition mappings and a Router
 	// (IDLE_MAPPED): no warm state, a takeover gives a full timeout of
 	// grace.
-	Mapped    bool    `json:"mapped"`
-	Backends  int     `json:"backends"`
-	TimeoutMS float64 `json:"timeout_ms"`
-	// PublishMS is the time the heartbeats took; DeadlineSpanMS the first
+	Mapped   bool `json:"mapped"`
+	Backends int  `json:"backends"`
+	// LeadMS is the time from the start of the heartbeats to the first
+	// deadline, PublishMS the time they took, DeadlineSpanMS the first
 	// deadline to the last.
+	LeadMS         float64 `json:"lead_ms"`
 	PublishMS      float64 `json:"publish_ms"`
 	DeadlineSpanMS float64 `json:"deadline_span_ms"`
 	// KillAtMS is the kill (or the stop) minus the first deadline.
@@ -62,12 +68,16 @@ type takeoverResult struct {
 	// released and left (hand-over only); FirstClaimMS until another
 	// worker owned one of its partitions, ClaimedMS all of them; First-
 	// and LastEventMS until the first and the last event of its due
-	// backends arrived.
+	// backends arrived; CaughtUpMS until the last event of those Overdue:
+	// due before the others had claimed every partition (they waited for
+	// the takeover; the rest fell due after it).
 	ReleasedMS   float64 `json:"released_ms,omitempty"`
 	FirstClaimMS float64 `json:"first_claim_ms"`
 	ClaimedMS    float64 `json:"claimed_ms"`
 	FirstEventMS float64 `json:"first_event_ms"`
 	LastEventMS  float64 `json:"last_event_ms"`
+	Overdue      int     `json:"overdue"`
+	CaughtUpMS   float64 `json:"caught_up_ms"`
 	// Lateness (arrival - deadline) of the due backends, and of every
 	// other backend (the other workers' own, and the leaving worker's
 	// quiesced before the kill). Duplicates count backends that got a
@@ -147,11 +157,16 @@ type takeoverSplit struct {
 	dueCount                  int
 	dueMissing, othersMissing int
 	first, last               time.Time // the due backends' first and last arrival
+	// overdue counts the due backends whose deadline came before claimed,
+	// caughtUp is the last arrival among them.
+	overdue  int
+	caughtUp time.Time
 }
 
 // splitTakeover parts backends by leaver(i) and their arrival at[i]
-// (zero: none) against the kill.
-func splitTakeover(at, deadlines []time.Time, leaver func(i int) bool, kill time.Time) takeoverSplit {
+// (zero: none) against the kill, and finds the due ones whose deadline
+// passed before claimed.
+func splitTakeover(at, deadlines []time.Time, leaver func(i int) bool, kill, claimed time.Time) takeoverSplit {
 	var s takeoverSplit
 	for i, dl := range deadlines {
 		arrived := !at[i].IsZero()
@@ -164,6 +179,12 @@ func splitTakeover(at, deadlines []time.Time, leaver func(i int) bool, kill time
 			continue
 		}
 		s.dueCount++
+		if dl.Before(claimed) {
+			s.overdue++
+			if arrived {
+				s.caughtUp = maxTime(s.caughtUp, at[i])
+			}
+		}
 		if !arrived {
 			s.dueMissing++
 			continue
@@ -179,12 +200,15 @@ func splitTakeover(at, deadlines []time.Time, leaver func(i int) bool, kill time
 
 // measureTakeover starts three clustered workers with their memberships
 // and controllers on a fresh store, makes cfg.ClusterBackends backends
-// heartbeat once with cfg.ClusterTimeout, and cfg.ClusterKillAt after the
-// first deadline kills one worker or has it hand over. A subscriber stamps
-// every event with its id.
+// heartbeat once with timeouts that put their deadlines within
+// cfg.ClusterSpread, cfg.ClusterLead after the start (spread, their events
+// stay below what one stream stores per second, so lateness measures the
+// takeover, not a herd), and cfg.ClusterKillAt after the first deadline
+// kills one worker or has it hand over. A subscriber (a nats.go
+// subscription, which parses each event for its id) stamps every event.
 func measureTakeover(ctx context.Context, url string, cfg config, mode takeoverMode, mapped bool) (takeoverResult, error) {
 	n := cfg.ClusterBackends
-	r := takeoverResult{Mode: mode.String(), Mapped: mapped, Backends: n, TimeoutMS: ms(cfg.ClusterTimeout)}
+	r := takeoverResult{Mode: mode.String(), Mapped: mapped, Backends: n, LeadMS: ms(cfg.ClusterLead)}
 	subj := bus.MustSubjects(bus.DefaultPrefix)
 	var router bus.Router
 	tag := "hk"
@@ -241,8 +265,9 @@ func measureTakeover(ctx context.Context, url string, cfg config, mode takeoverM
 	}
 	beats0 := applied()
 	start := time.Now()
-	deadlines, err := publishTimed(ctx, pnc, subjects, func(int) time.Time { return time.Now().Add(cfg.ClusterTimeout) },
-		cfg.TimelyWindow, func() uint64 { return applied() - beats0 })
+	deadlines, err := publishTimed(ctx, pnc, subjects, func(i int) time.Time {
+		return start.Add(cfg.ClusterLead + time.Duration(int64(cfg.ClusterSpread)*int64(i)/int64(n)))
+	}, cfg.TimelyWindow, func() uint64 { return applied() - beats0 })
 	if err != nil {
 		return r, err
 	}
@@ -307,7 +332,10 @@ func measureTakeover(ctx context.Context, url string, cfg config, mode takeoverM
 	if mode == modeHandOver {
 		r.ReleasedMS = ms(g.released.Sub(kill))
 	}
-	if err := got.wait(ctx, last.Add(cfg.ClusterOwnerTimeout+cfg.ClusterTimeout+waitBound)); err != nil {
+	// Every backend is due by the last deadline, or, with the mappings, a
+	// whole timeout (at most lead + spread) after the claim; one whose
+	// event has not come missingGrace later is missing.
+	if err := got.wait(ctx, maxTime(last, claimed.Add(cfg.ClusterLead+cfg.ClusterSpread)).Add(missingGrace)); err != nil {
 		return r, err
 	}
 	time.Sleep(dupWatch)
@@ -315,7 +343,7 @@ func measureTakeover(ctx context.Context, url string, cfg config, mode takeoverM
 	got.mu.Lock()
 	s := splitTakeover(got.at, deadlines, func(i int) bool {
 		return leaverParts[partition.Of(prefix+strconv.Itoa(i), store.DefaultPartitions)]
-	}, kill)
+	}, kill, claimed)
 	r.Resent = got.resent
 	dups, unexpected := got.duplicates, got.unexpected
 	got.mu.Unlock()
@@ -328,6 +356,10 @@ func measureTakeover(ctx context.Context, url string, cfg config, mode takeoverM
 	r.Lateness.DeadlineSpanMS, r.Others.DeadlineSpanMS = r.DeadlineSpanMS, r.DeadlineSpanMS
 	if !s.first.IsZero() {
 		r.FirstEventMS, r.LastEventMS = ms(s.first.Sub(kill)), ms(s.last.Sub(kill))
+	}
+	r.Overdue = s.overdue
+	if !s.caughtUp.IsZero() {
+		r.CaughtUpMS = ms(s.caughtUp.Sub(kill))
 	}
 	for i, node := range stayers {
 		st := node.w.Stats()

@@ -87,11 +87,13 @@ type config struct {
 	ProcessSettle   time.Duration `json:"process_settle_ns"`
 
 	// ClusterBackends is the backends of the cluster section's takeovers
-	// (0: skip them), each heartbeating once with ClusterTimeout; one
+	// (0: skip them), each heartbeating once with a timeout that puts its
+	// deadline within ClusterSpread, ClusterLead after the start; one
 	// worker of three leaves ClusterKillAt after the first deadline
 	// (negative: before). ClusterOwnerTimeout is IDLE_OWNER_TIMEOUT.
 	ClusterBackends     int           `json:"cluster_backends"`
-	ClusterTimeout      time.Duration `json:"cluster_timeout_ns"`
+	ClusterLead         time.Duration `json:"cluster_lead_ns"`
+	ClusterSpread       time.Duration `json:"cluster_spread_ns"`
 	ClusterKillAt       time.Duration `json:"cluster_kill_at_ns"`
 	ClusterOwnerTimeout time.Duration `json:"cluster_owner_timeout_ns"`
 	// ClusterMessages is the heartbeats of each round of the cluster
@@ -157,7 +159,8 @@ func defaultConfig() config {
 		ProcessSettle:      5 * time.Second,
 
 		ClusterBackends:     30_000,
-		ClusterTimeout:      2 * time.Second,
+		ClusterLead:         2 * time.Second,
+		ClusterSpread:       2 * time.Second,
 		ClusterKillAt:       -100 * time.Millisecond,
 		ClusterOwnerTimeout: member.DefaultTimeout,
 		ClusterMessages:     1_000_000,
@@ -196,7 +199,8 @@ func quickSizes(c *config) map[string]func() {
 		"process-backends":     func() { c.ProcessBackends = 20_000 },
 		"process-settle":       func() { c.ProcessSettle = 200 * time.Millisecond },
 		"cluster-backends":     func() { c.ClusterBackends = 1_000 },
-		"cluster-timeout":      func() { c.ClusterTimeout = 500 * time.Millisecond },
+		"cluster-lead":         func() { c.ClusterLead = 500 * time.Millisecond },
+		"cluster-spread":       func() { c.ClusterSpread = 200 * time.Millisecond },
 		"cluster-messages":     func() { c.ClusterMessages = 20_000 },
 	}
 }
@@ -249,7 +253,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.ProcessWindow, "process-window", c.ProcessWindow, "process: most unanswered registrations over every connection")
 	fs.DurationVar(&c.ProcessSettle, "process-settle", c.ProcessSettle, "process: time from the last reply to the second memory reading and SIGTERM")
 	fs.IntVar(&c.ClusterBackends, "cluster-backends", c.ClusterBackends, "cluster: backends of the takeovers, due just after one worker of three dies or hands over (0: skip the takeovers)")
-	fs.DurationVar(&c.ClusterTimeout, "cluster-timeout", c.ClusterTimeout, "cluster: the takeovers' backends' idle timeout")
+	fs.DurationVar(&c.ClusterLead, "cluster-lead", c.ClusterLead, "cluster: time from the start of the takeovers' heartbeats to the first deadline")
+	fs.DurationVar(&c.ClusterSpread, "cluster-spread", c.ClusterSpread, "cluster: window of the takeovers' deadlines (0: all at once, a herd)")
 	fs.DurationVar(&c.ClusterKillAt, "cluster-kill-at", c.ClusterKillAt, "cluster: when a worker dies or hands over, from the first deadline (negative: before)")
 	fs.DurationVar(&c.ClusterOwnerTimeout, "cluster-owner-timeout", c.ClusterOwnerTimeout, "cluster: IDLE_OWNER_TIMEOUT of the takeovers' memberships")
 	fs.IntVar(&c.ClusterMessages, "cluster-messages", c.ClusterMessages, "cluster: heartbeats per ingest round with 1 and 3 workers, over -keys keys (0: skip the ingest)")
@@ -313,8 +318,8 @@ func (c config) validate() error {
 		return errors.New("-process-rate must not be 0, -process-conns must be positive and -process-window at least -process-conns")
 	case c.ClusterBackends < 0 || c.ClusterMessages < 0:
 		return errors.New("-cluster-backends and -cluster-messages must not be negative")
-	case c.ClusterTimeout <= 0 || c.ClusterKillAt <= -c.ClusterTimeout:
-		return errors.New("-cluster-timeout must be positive and -cluster-kill-at later than -cluster-timeout before the first deadline")
+	case c.ClusterLead <= 0 || c.ClusterSpread < 0 || c.ClusterKillAt <= -c.ClusterLead:
+		return errors.New("-cluster-lead must be positive, -cluster-spread not negative, and -cluster-kill-at later than -cluster-lead before the first deadline")
 	case c.ClusterOwnerTimeout < 100*time.Millisecond:
 		return errors.New("-cluster-owner-timeout must be at least 100ms, as IDLE_OWNER_TIMEOUT")
 	}

@@ -121,8 +121,11 @@
 //     quarter of it). In process rather than the binary: the death is
 //     still found by the real detection path, and one clock and the
 //     workers' counters give each leg of the takeover. -cluster-backends
-//     backends heartbeat once with -cluster-timeout; -cluster-kill-at
-//     from the first deadline one worker dies (its connection closed: the
+//     backends heartbeat once, their deadlines within -cluster-spread
+//     from -cluster-lead after the start (spread, so that their events
+//     stay within what one stream stores per second: the lateness is the
+//     takeover's, not a herd's); -cluster-kill-at from the first
+//     deadline one worker dies (its connection closed: the
 //     server drops it at once, as on kill -9), or hands over (its
 //     controller stopped, as on SIGTERM: release, leave), or dies with
 //     the partition mappings loaded (IDLE_MAPPED: no warm state). A

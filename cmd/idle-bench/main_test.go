@@ -255,7 +255,7 @@ func TestParseFlags(t *testing.T) {
 		}, false},
 		{"an unknown durable part", []string{"-durable-parts", "burst,bogus"}, nil, true},
 		{"cluster defaults are the brief's sizes", nil, func(c config) bool {
-			return c.ClusterBackends == 30_000 && c.ClusterTimeout == 2*time.Second && c.ClusterKillAt == -100*time.Millisecond &&
+			return c.ClusterBackends == 30_000 && c.ClusterLead == 2*time.Second && c.ClusterSpread == 2*time.Second && c.ClusterKillAt == -100*time.Millisecond &&
 				c.ClusterOwnerTimeout == time.Second && c.ClusterMessages == 1_000_000
 		}, false},
 		{"quick cluster is small", []string{"-quick"}, func(c config) bool {
@@ -263,7 +263,9 @@ func TestParseFlags(t *testing.T) {
 		}, false},
 		{"only cluster", []string{"-only", "cluster"}, func(c config) bool { return c.runs("cluster") && !c.runs("process") }, false},
 		{"cluster kill after the deadlines", []string{"-cluster-kill-at", "300ms"}, func(c config) bool { return c.ClusterKillAt == 300*time.Millisecond }, false},
-		{"cluster kill before the heartbeats", []string{"-cluster-timeout", "1s", "-cluster-kill-at", "-1s"}, nil, true},
+		{"cluster kill before the heartbeats", []string{"-cluster-lead", "1s", "-cluster-kill-at", "-1s"}, nil, true},
+		{"cluster herd", []string{"-cluster-spread", "0"}, func(c config) bool { return c.ClusterSpread == 0 }, false},
+		{"cluster spread must not be negative", []string{"-cluster-spread", "-1s"}, nil, true},
 		{"cluster backends must not be negative", []string{"-cluster-backends", "-1"}, nil, true},
 		{"cluster owner timeout below 100ms", []string{"-cluster-owner-timeout", "50ms"}, nil, true},
 	} {
