@@ -35,6 +35,10 @@ type clusterResult struct {
 	How       string              `json:"how"`
 	Takeovers []takeoverResult    `json:"takeovers"`
 	Ingest    []clusterIngestRate `json:"ingest"`
+	// Limits are a plain subscriber's best rounds on the same stream:
+	// without the mappings, and with them (subscribed to every
+	// partition's subjects), the baseline of each routing.
+	Limits []clusterLimit `json:"ingest_limits"`
 
 	OtherCPUPercent float64 `json:"other_cpu_percent"`
 }
@@ -79,6 +83,11 @@ func measureCluster(ctx context.Context, url string, cfg config) (clusterResult,
 			if mp {
 				u = mapped
 			}
+			lim, err := measureClusterLimit(ctx, u, cfg, mp)
+			if err != nil {
+				return r, fmt.Errorf("ingest limit (mapped %v): %w", mp, err)
+			}
+			r.Limits = append(r.Limits, lim)
 			for _, n := range []int{1, clusterWorkers} {
 				in, err := measureClusterIngest(ctx, u, cfg, n, mp)
 				if err != nil {

@@ -172,6 +172,7 @@ func clusterFixture() clusterResult {
 	return clusterResult{
 		Workers: 3, Partitions: 64, OwnerTimeoutMS: 1000,
 		Takeovers: []takeoverResult{takeover(modeKill, false), takeover(modeHandOver, false), takeover(modeKill, true)},
+		Limits:    []clusterLimit{{Best: rate{Consumed: 300}}, {Mapped: true, Best: rate{Consumed: 300}}},
 		Ingest: []clusterIngestRate{
 			{Workers: 1, Messages: 300, Received: []uint64{300}},
 			{Workers: 3, Messages: 300, Received: []uint64{300, 300, 300}, Foreign: 600},
@@ -205,6 +206,7 @@ func TestClusterJudge(t *testing.T) {
 		{"a mapped worker received another's heartbeat", func(c *clusterResult) { c.Ingest[3].Foreign = 1 }, []string{"each heartbeat received once"}},
 		{"a mapped heartbeat received twice", func(c *clusterResult) { c.Ingest[3].Received[0] = 101 }, []string{"each heartbeat received once"}},
 		{"a heartbeat dropped", func(c *clusterResult) { c.Ingest[1].Dropped = 1 }, []string{"dropped"}},
+		{"a plain subscriber dropped", func(c *clusterResult) { c.Limits[1].Best.Dropped = 1 }, []string{"dropped"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c := clusterFixture()

@@ -45,11 +45,52 @@ type clusterIngestRate struct {
 
 // name describes the configuration.
 func (c clusterIngestRate) name() string {
-	routing := "each receives all"
-	if c.Mapped {
-		routing = "mappings"
+	return fmt.Sprintf("%d worker(s), %s", c.Workers, routingName(c.Mapped))
+}
+
+// clusterLimit is a plain subscriber's best round on the cluster ingest's
+// stream: what one connection receives, through the mappings (Mapped) or
+// not, with no worker's cost.
+type clusterLimit struct {
+	Mapped            bool    `json:"mapped"`
+	Best              rate    `json:"best"`
+	ProcessCPUPercent float64 `json:"process_cpu_percent"`
+	CPUMicrosPerBeat  float64 `json:"cpu_us_per_heartbeat"`
+}
+
+// measureClusterLimit runs section 1's plain subscriber cfg.Rounds times on
+// the cluster ingest's stream: on P.activity.> without the mappings, on
+// every partition's subjects (P.p.>) with them.
+func measureClusterLimit(ctx context.Context, url string, cfg config, mapped bool) (clusterLimit, error) {
+	l := clusterLimit{Mapped: mapped}
+	subj := bus.MustSubjects(bus.DefaultPrefix)
+	wildcard := subj.Activity(">")
+	if mapped {
+		wildcard = subj.Prefix() + ".p.>"
 	}
-	return fmt.Sprintf("%d worker(s), %s", c.Workers, routing)
+	keys := ingestKeys("dev", cfg.Keys)
+	subjects := make([]string, len(keys))
+	for i, k := range keys {
+		subjects[i] = subj.Activity(k)
+	}
+	round := cfg
+	round.Messages = cfg.ClusterMessages
+	for range cfg.Rounds {
+		cpu0 := sampleCPU()
+		res, err := measurePlain(ctx, url, round, wildcard, subjects, []byte(clusterIngestBody))
+		cpu1 := sampleCPU()
+		if err != nil {
+			return l, err
+		}
+		if res.Consumed+res.Dropped != uint64(round.Messages) {
+			return l, fmt.Errorf("the plain subscriber received %d and dropped %d of %d", res.Consumed, res.Dropped, round.Messages)
+		}
+		if res.PerSecond >= l.Best.PerSecond {
+			l.Best = res
+			l.ProcessCPUPercent, l.CPUMicrosPerBeat = cpuPerBeat(selfLoad(cpu0, cpu1), res.Seconds, res.Consumed)
+		}
+	}
+	return l, nil
 }
 
 // evenParts returns the partitions of worker i of n: every n-th from i.

@@ -66,6 +66,9 @@ func (c *clusterResult) judge(add judgeFunc) {
 			fmt.Sprintf("foreign %d, received %s (shares %s)", in.Foreign, count(float64(sum)), strings.Join(shares, ", ")),
 			in.Foreign == 0 && sum == uint64(in.Messages))
 	}
+	for _, l := range c.Limits {
+		dropped += l.Best.Dropped
+	}
 	if len(c.Ingest) > 0 {
 		add("cluster ingest: heartbeats dropped", "0", fmt.Sprint(dropped), dropped == 0)
 	}
@@ -115,7 +118,8 @@ func (c *clusterResult) print(out io.Writer, t *table, m machineInfo) {
 		in := c.Ingest[0]
 		fmt.Fprintf(out, "\nIngest: %s heartbeats ({\"idle_timeout_ms\"} bodies) over %s keys across every partition, section 1's publisher; the workers share the "+
 			"partitions evenly (Acquire); every key registered first; best of %d round(s); heartbeats/s = applied by their owners, summed; "+
-			"received = applied + foreign + dropped, per worker (share of the stream); CPU = this whole process (server, publisher, workers)\n\n",
+			"received = applied + foreign + dropped, per worker (share of the stream); CPU = this whole process (server, publisher, workers); "+
+			"limit = section 1's plain subscriber (counts only) on the same stream, on P.activity.> or, through the mappings, on P.p.>\n\n",
 			count(float64(in.Messages)), count(float64(in.Keys)), len(in.Rounds))
 		t.row("workers", "routing", "heartbeats/s", "/ 1 worker", "received per worker (share)", "key share", "foreign", "dropped", "process CPU %", "CPU us/heartbeat")
 		single := map[bool]float64{}
@@ -124,11 +128,12 @@ func (c *clusterResult) print(out io.Writer, t *table, m machineInfo) {
 				single[in.Mapped] = in.Best.PerSecond
 			}
 		}
+		for _, l := range c.Limits {
+			t.row("limit: plain subscriber", routingName(l.Mapped), count(l.Best.PerSecond), "", "", "", "", fmt.Sprint(l.Best.Dropped),
+				fmt.Sprintf("%.0f", l.ProcessCPUPercent), f2(l.CPUMicrosPerBeat))
+		}
 		for _, in := range c.Ingest {
-			routing := "each receives all"
-			if in.Mapped {
-				routing = "partition mappings"
-			}
+			routing := routingName(in.Mapped)
 			recv := make([]string, len(in.Received))
 			keyShare := make([]string, len(in.KeyShare))
 			for i, g := range in.Received {
@@ -147,8 +152,17 @@ func (c *clusterResult) print(out io.Writer, t *table, m machineInfo) {
 			"heartbeat: without the mappings every worker receives the whole stream (received shares of 1.00) and each adds its own decoding "+
 			"and warm-state notes, so the aggregate can never exceed one worker's ingest; with the mappings each receives only its partitions' "+
 			"share (about 1/%d), so on separate machines the aggregate grows with the workers until the NATS servers bound it. Per-worker CPU "+
-			"cannot be told apart in one process; received per worker is its measure.\n", m.CPUs, m.CPUModel, c.Workers)
+			"cannot be told apart in one process; received per worker is its measure. The mappings also cost the servers: compare the two limits "+
+			"(the server applies partition() to every message it routes; in production on the NATS servers' CPUs, here on the same two).\n", m.CPUs, m.CPUModel, c.Workers)
 	}
+}
+
+// routingName names how heartbeats reach the workers.
+func routingName(mapped bool) string {
+	if mapped {
+		return "partition mappings"
+	}
+	return "each receives all"
 }
 
 // relative says "X ms before" or "X ms after".

@@ -460,8 +460,13 @@ func checkCluster(t *testing.T, c *clusterResult, cfg config) {
 			t.Errorf("cluster takeover %s: got %+v; want every backend quiesced once, none early, the leaver's partitions claimed", tk.label(), tk)
 		}
 	}
-	if len(c.Ingest) != 4 {
-		t.Errorf("cluster: %d ingest measurements; want 4", len(c.Ingest))
+	if len(c.Ingest) != 4 || len(c.Limits) != 2 {
+		t.Errorf("cluster: %d ingest measurements and %d limits; want 4 and 2", len(c.Ingest), len(c.Limits))
+	}
+	for _, l := range c.Limits {
+		if l.Best.Consumed+l.Best.Dropped != uint64(cfg.ClusterMessages) || l.Best.PerSecond <= 0 {
+			t.Errorf("cluster ingest limit (mapped %v): got %+v; want %d heartbeats received", l.Mapped, l.Best, cfg.ClusterMessages)
+		}
 	}
 	for _, in := range c.Ingest {
 		if in.Best.Consumed != uint64(cfg.ClusterMessages) || in.Best.PerSecond <= 0 || len(in.Received) != in.Workers {
