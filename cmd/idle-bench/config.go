@@ -11,6 +11,7 @@ import (
 
 	"github.com/idle-worker/idle-worker/bus"
 	"github.com/idle-worker/idle-worker/internal/workerproc"
+	"github.com/idle-worker/idle-worker/member"
 )
 
 // config holds the sizes and knobs of a run.
@@ -85,6 +86,20 @@ type config struct {
 	ProcessWindow   int           `json:"process_window"`
 	ProcessSettle   time.Duration `json:"process_settle_ns"`
 
+	// ClusterBackends is the backends of the cluster section's takeovers
+	// (0: skip them), each heartbeating once with a timeout that puts its
+	// deadline within ClusterSpread, ClusterLead after the start; one
+	// worker of three leaves ClusterKillAt after the first deadline
+	// (negative: before). ClusterOwnerTimeout is IDLE_OWNER_TIMEOUT.
+	ClusterBackends     int           `json:"cluster_backends"`
+	ClusterLead         time.Duration `json:"cluster_lead_ns"`
+	ClusterSpread       time.Duration `json:"cluster_spread_ns"`
+	ClusterKillAt       time.Duration `json:"cluster_kill_at_ns"`
+	ClusterOwnerTimeout time.Duration `json:"cluster_owner_timeout_ns"`
+	// ClusterMessages is the heartbeats of each round of the cluster
+	// ingest (0: skip it), over Keys keys, Rounds rounds.
+	ClusterMessages int `json:"cluster_messages"`
+
 	// Only, when not empty, lists the sections to run (comma-separated
 	// names from sectionNames); the others are skipped.
 	Only string `json:"only,omitempty"`
@@ -142,7 +157,14 @@ func defaultConfig() config {
 		ProcessConns:       workerproc.DefaultConns,
 		ProcessWindow:      workerproc.DefaultWindow,
 		ProcessSettle:      5 * time.Second,
-		Out:                "bench-results.json",
+
+		ClusterBackends:     30_000,
+		ClusterLead:         2 * time.Second,
+		ClusterSpread:       2 * time.Second,
+		ClusterKillAt:       -100 * time.Millisecond,
+		ClusterOwnerTimeout: member.DefaultTimeout,
+		ClusterMessages:     1_000_000,
+		Out:                 "bench-results.json",
 	}
 }
 
@@ -176,6 +198,10 @@ func quickSizes(c *config) map[string]func() {
 		"durable-register":     func() { c.DurableRegister = 2_000 },
 		"process-backends":     func() { c.ProcessBackends = 20_000 },
 		"process-settle":       func() { c.ProcessSettle = 200 * time.Millisecond },
+		"cluster-backends":     func() { c.ClusterBackends = 1_000 },
+		"cluster-lead":         func() { c.ClusterLead = 500 * time.Millisecond },
+		"cluster-spread":       func() { c.ClusterSpread = 200 * time.Millisecond },
+		"cluster-messages":     func() { c.ClusterMessages = 20_000 },
 	}
 }
 
@@ -226,6 +252,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.ProcessConns, "process-conns", c.ProcessConns, "process: connections sending the registrations")
 	fs.IntVar(&c.ProcessWindow, "process-window", c.ProcessWindow, "process: most unanswered registrations over every connection")
 	fs.DurationVar(&c.ProcessSettle, "process-settle", c.ProcessSettle, "process: time from the last reply to the second memory reading and SIGTERM")
+	fs.IntVar(&c.ClusterBackends, "cluster-backends", c.ClusterBackends, "cluster: backends of the takeovers, due just after one worker of three dies or hands over (0: skip the takeovers)")
+	fs.DurationVar(&c.ClusterLead, "cluster-lead", c.ClusterLead, "cluster: time from the start of the takeovers' heartbeats to the first deadline")
+	fs.DurationVar(&c.ClusterSpread, "cluster-spread", c.ClusterSpread, "cluster: window of the takeovers' deadlines (0: all at once, a herd)")
+	fs.DurationVar(&c.ClusterKillAt, "cluster-kill-at", c.ClusterKillAt, "cluster: when a worker dies or hands over, from the first deadline (negative: before)")
+	fs.DurationVar(&c.ClusterOwnerTimeout, "cluster-owner-timeout", c.ClusterOwnerTimeout, "cluster: IDLE_OWNER_TIMEOUT of the takeovers' memberships")
+	fs.IntVar(&c.ClusterMessages, "cluster-messages", c.ClusterMessages, "cluster: heartbeats per ingest round with 1 and 3 workers, over -keys keys (0: skip the ingest)")
 	fs.StringVar(&c.DurableParts, "durable-parts", c.DurableParts, "durable: run only these parts, comma-separated: "+strings.Join(durablePartNames(), ", ")+" (empty: all)")
 	fs.StringVar(&c.Only, "only", c.Only, "run only these sections, comma-separated: "+strings.Join(sectionNames(), ", "))
 	fs.StringVar(&c.Out, "out", c.Out, "file to write the results to as JSON (empty: none)")
@@ -284,6 +316,12 @@ func (c config) validate() error {
 		return errors.New("-process-backends and -process-settle must not be negative")
 	case c.ProcessRate == 0 || c.ProcessConns <= 0 || c.ProcessWindow < c.ProcessConns:
 		return errors.New("-process-rate must not be 0, -process-conns must be positive and -process-window at least -process-conns")
+	case c.ClusterBackends < 0 || c.ClusterMessages < 0:
+		return errors.New("-cluster-backends and -cluster-messages must not be negative")
+	case c.ClusterLead <= 0 || c.ClusterSpread < 0 || c.ClusterKillAt <= -c.ClusterLead:
+		return errors.New("-cluster-lead must be positive, -cluster-spread not negative, and -cluster-kill-at later than -cluster-lead before the first deadline")
+	case c.ClusterOwnerTimeout < 100*time.Millisecond:
+		return errors.New("-cluster-owner-timeout must be at least 100ms, as IDLE_OWNER_TIMEOUT")
 	}
 	for _, list := range []struct {
 		flag, value string
@@ -303,7 +341,7 @@ func (c config) validate() error {
 
 // sectionNames returns the sections -only may name, in the order they run.
 func sectionNames() []string {
-	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable", "process"}
+	return []string{"ingest", "timeliness", "kv", "memory", "shutdown", "admin", "herd", "durable", "process", "cluster"}
 }
 
 // durablePartNames returns the parts -durable-parts may name, in the order

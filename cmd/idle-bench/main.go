@@ -4,7 +4,8 @@
 //
 // It starts an embedded nats-server with JetStream on 127.0.0.1 (random
 // port, temporary store) and runs eight sections on it; a ninth runs the
-// built idle-worker binary instead:
+// built idle-worker binary instead, and a tenth runs three workers on it
+// (and on a second server, with the partition mappings):
 //
 //  1. Ingest. Publishers on their own connections send -messages heartbeats
 //     over -keys distinct keys, once with empty bodies and once with
@@ -112,6 +113,32 @@
 //     must track every backend whose reply arrived at least 50 ms before
 //     the kill (checked key by key with idle.admin.list).
 //
+//  10. Cluster. Three clustered workers in this process (bus.WorkerConfig
+//     Cluster), each on its own connection with its own store.Open on one
+//     stream, each with member.Start and cluster.Controller beside it as
+//     cmd/idle-worker wires them (IDLE_OWNER_TIMEOUT
+//     -cluster-owner-timeout, default 1 s; a membership heartbeat every
+//     quarter of it). In process rather than the binary: the death is
+//     still found by the real detection path, and one clock and the
+//     workers' counters give each leg of the takeover. -cluster-backends
+//     backends heartbeat once, their deadlines within -cluster-spread
+//     from -cluster-lead after the start (spread, so that their events
+//     stay within what one stream stores per second: the lateness is the
+//     takeover's, not a herd's); -cluster-kill-at from the first
+//     deadline one worker dies (its connection closed: the
+//     server drops it at once, as on kill -9), or hands over (its
+//     controller stopped, as on SIGTERM: release, leave), or dies with
+//     the partition mappings loaded (IDLE_MAPPED: no warm state). A
+//     subscriber stamps every event with its id: for the leaving worker's
+//     due backends, kill -> first and last event and lateness from each
+//     deadline; for all, none missing, early or with a second id. Then
+//     ingest: section 1's publisher sends -cluster-messages heartbeats
+//     over -keys keys to 1 and 3 workers sharing the partitions evenly,
+//     each receiving every heartbeat, and again with the mappings loaded
+//     into a second server and a Router (each receives its partitions'
+//     only): applied heartbeats/s summed, what each worker received, and
+//     this process's CPU per heartbeat.
+//
 // Every section also reports how much of the machine other processes used
 // meanwhile (from /proc, on Linux).
 //
@@ -127,6 +154,7 @@
 //	go run ./cmd/idle-bench -only herd    # section 7 alone, about 15 s
 //	go run ./cmd/idle-bench -only durable # section 8 alone
 //	make build && go run ./cmd/idle-bench -only process # section 9 alone
+//	go run ./cmd/idle-bench -only cluster # section 10 alone, about 2 min
 //	go run ./cmd/idle-bench -help     # every flag
 //	go run ./cmd/idle-bench -cpuprofile cpu.prof -memprofile mem.prof   # for go tool pprof
 package main

@@ -254,6 +254,20 @@ func TestParseFlags(t *testing.T) {
 			return true
 		}, false},
 		{"an unknown durable part", []string{"-durable-parts", "burst,bogus"}, nil, true},
+		{"cluster defaults are the brief's sizes", nil, func(c config) bool {
+			return c.ClusterBackends == 30_000 && c.ClusterLead == 2*time.Second && c.ClusterSpread == 2*time.Second && c.ClusterKillAt == -100*time.Millisecond &&
+				c.ClusterOwnerTimeout == time.Second && c.ClusterMessages == 1_000_000
+		}, false},
+		{"quick cluster is small", []string{"-quick"}, func(c config) bool {
+			return c.ClusterBackends == 1_000 && c.ClusterMessages == 20_000 && c.ClusterOwnerTimeout == time.Second
+		}, false},
+		{"only cluster", []string{"-only", "cluster"}, func(c config) bool { return c.runs("cluster") && !c.runs("process") }, false},
+		{"cluster kill after the deadlines", []string{"-cluster-kill-at", "300ms"}, func(c config) bool { return c.ClusterKillAt == 300*time.Millisecond }, false},
+		{"cluster kill before the heartbeats", []string{"-cluster-lead", "1s", "-cluster-kill-at", "-1s"}, nil, true},
+		{"cluster herd", []string{"-cluster-spread", "0"}, func(c config) bool { return c.ClusterSpread == 0 }, false},
+		{"cluster spread must not be negative", []string{"-cluster-spread", "-1s"}, nil, true},
+		{"cluster backends must not be negative", []string{"-cluster-backends", "-1"}, nil, true},
+		{"cluster owner timeout below 100ms", []string{"-cluster-owner-timeout", "50ms"}, nil, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			c, err := parseFlags(tt.args, new(bytes.Buffer))
@@ -280,7 +294,7 @@ func TestRunQuick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var table bytes.Buffer
 	res, err := run(ctx, cfg, &table)
@@ -364,7 +378,12 @@ func TestRunQuick(t *testing.T) {
 	} else {
 		checkProcess(t, p, cfg.ProcessBackends)
 	}
-	for _, section := range []string{"Pattern quiesce", "7. Herd", "8. Durable", "9. Process", "Targets"} {
+	if c := res.Cluster; c == nil {
+		t.Error("no cluster section")
+	} else {
+		checkCluster(t, c, cfg)
+	}
+	for _, section := range []string{"Pattern quiesce", "7. Herd", "8. Durable", "9. Process", "10. Cluster", "Targets"} {
 		if !strings.Contains(table.String(), section) {
 			t.Errorf("table has no %q section:\n%s", section, table.String())
 		}
@@ -422,5 +441,36 @@ func checkProcess(t *testing.T, p *processResult, n int) {
 	}
 	if p.PeakHWM <= 0 {
 		t.Errorf("process peak VmHWM %d; want positive", p.PeakHWM)
+	}
+}
+
+// checkCluster checks that the cluster section ran its three takeovers and
+// four ingest measurements whole: every backend's event arrived once and
+// none early, every heartbeat was applied once. Lateness and rates are
+// figures of make bench, not tests.
+func checkCluster(t *testing.T, c *clusterResult, cfg config) {
+	t.Helper()
+	if len(c.Takeovers) != 3 {
+		t.Errorf("cluster: %d takeovers; want 3", len(c.Takeovers))
+	}
+	for _, tk := range c.Takeovers {
+		l, o := tk.Lateness, tk.Others
+		if tk.Due == 0 || l.Count != tk.Due || l.Count+o.Count != cfg.ClusterBackends || tk.faults() != 0 || tk.LeaverPartitions == 0 ||
+			tk.ClaimedMS <= 0 || tk.Claims != uint64(tk.LeaverPartitions) {
+			t.Errorf("cluster takeover %s: got %+v; want every backend quiesced once, none early, the leaver's partitions claimed", tk.label(), tk)
+		}
+	}
+	if len(c.Ingest) != 4 || len(c.Limits) != 2 {
+		t.Errorf("cluster: %d ingest measurements and %d limits; want 4 and 2", len(c.Ingest), len(c.Limits))
+	}
+	for _, l := range c.Limits {
+		if l.Best.Consumed+l.Best.Dropped != uint64(cfg.ClusterMessages) || l.Best.PerSecond <= 0 {
+			t.Errorf("cluster ingest limit (mapped %v): got %+v; want %d heartbeats received", l.Mapped, l.Best, cfg.ClusterMessages)
+		}
+	}
+	for _, in := range c.Ingest {
+		if in.Best.Consumed != uint64(cfg.ClusterMessages) || in.Best.PerSecond <= 0 || len(in.Received) != in.Workers {
+			t.Errorf("cluster ingest %s: got %+v; want %d heartbeats applied", in.name(), in, cfg.ClusterMessages)
+		}
 	}
 }

@@ -141,6 +141,7 @@ type results struct {
 	Herd              *herdResult       `json:"herd,omitempty"`
 	Durable           *durableResult    `json:"durable,omitempty"`
 	Process           *processResult    `json:"process,omitempty"`
+	Cluster           *clusterResult    `json:"cluster,omitempty"`
 	Targets           []target          `json:"targets"`
 	WallSeconds       float64           `json:"wall_seconds"`
 }
@@ -229,6 +230,9 @@ func (r *results) judge() {
 	}
 	if p := r.Process; p != nil {
 		p.judge(add)
+	}
+	if c := r.Cluster; c != nil {
+		c.judge(add)
 	}
 }
 
@@ -375,6 +379,9 @@ func (r *results) print(out io.Writer) {
 	}
 	if p := r.Process; p != nil {
 		p.print(out, t)
+	}
+	if c := r.Cluster; c != nil {
+		c.print(out, t, r.Machine)
 	}
 	fmt.Fprintln(out, "\nTargets")
 	fmt.Fprintln(out)

@@ -169,6 +169,18 @@ func run(ctx context.Context, cfg config, out io.Writer) (*results, error) {
 		}
 		res.Process = &r
 	}
+	if (cfg.ClusterBackends > 0 || cfg.ClusterMessages > 0) && cfg.runs("cluster") {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		load := sampleCPU()
+		r, err := measureCluster(ctx, url, cfg)
+		r.OtherCPUPercent = otherLoad(load, sampleCPU())
+		if err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		res.Cluster = &r
+	}
 	res.judge()
 	res.WallSeconds = time.Since(start).Seconds()
 	res.print(out)
