@@ -38,7 +38,7 @@
 //
 // Each worker has a name (IDLE_WORKER_NAME, DefaultName when unset): 1 to
 // 64 bytes of [A-Za-z0-9._-] (CheckName). Each process start also draws a
-// random instance id. Start listens for two heartbeat intervals (at most
+// random instance id. Start listens for a heartbeat interval and a quarter (at most
 // Timeout) before its first heartbeat;
 // if it hears its own name from another instance, it fails with
 // ErrNameTaken (two live workers with one name: the second refuses to

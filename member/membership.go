@@ -67,7 +67,8 @@ type Stats struct {
 }
 
 // Start joins the membership of the prefix of s on nc as cfg.Name. It
-// subscribes to Subject(s), listens for two intervals (at most cfg.Timeout)
+// subscribes to Subject(s), listens for an interval and a quarter (at most
+// cfg.Timeout)
 // without sending (so it
 // learns the current members and whether its name is taken), then sends
 // its first heartbeat and returns; from then on it sends one every
@@ -120,14 +121,16 @@ func Start(ctx context.Context, nc *nats.Conn, s bus.Subjects, cfg Config) (*Mem
 	return m, nil
 }
 
-// listen waits for a name clash, then joins: two heartbeat intervals (a
-// live member is heard at least once in that time), at most cfg.Timeout.
-// A clash found later still arrives on Conflict.
+// listen waits for a name clash, then joins: a heartbeat interval and a
+// quarter (a live member is heard at least once in that time), at most
+// cfg.Timeout. A clash found later still arrives on Conflict; two members
+// that claimed one partition meanwhile are sorted out by the store (see
+// package cluster).
 func (m *Membership) listen(ctx context.Context) error {
 	if err := flush(ctx, m.nc, m.cfg.Timeout); err != nil {
 		return fmt.Errorf("member: subscribe %s: %w", m.subject, err)
 	}
-	t := time.NewTimer(min(2*m.cfg.Interval, m.cfg.Timeout))
+	t := time.NewTimer(min(m.cfg.Interval*5/4, m.cfg.Timeout))
 	defer t.Stop()
 	select {
 	case err := <-m.clash:
