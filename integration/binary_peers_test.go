@@ -86,3 +86,33 @@ func TestBinaryUncoordinatedWarning(t *testing.T) {
 		t.Errorf("the first worker warned too; it was alone when it started:\n%s", out)
 	}
 }
+
+// TestBinaryNameTaken: a second live worker with a name in use refuses to
+// start: exit 1, the log naming IDLE_WORKER_NAME; the first one keeps
+// every partition.
+func TestBinaryNameTaken(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, natstest.JetStream())
+	nc := connect(t, s.ClientURL())
+	env := map[string]string{
+		"IDLE_NATS_URL":      s.ClientURL(),
+		"IDLE_PERSIST":       "on",
+		"IDLE_PARTITIONS":    "8",
+		"IDLE_WORKER_NAME":   "twin",
+		"IDLE_OWNER_TIMEOUT": "500ms",
+		"IDLE_HTTP_ADDR":     "",
+	}
+	first := startBinary(t, env)
+	waitServing(t, first, nc)
+	second := startBinary(t, env)
+	if code := second.exitCode(t, 20*time.Second); code != 1 {
+		t.Fatalf("the second worker named twin exited %d; want 1", code)
+	}
+	if log := second.stderr.String() + second.stdout.String(); !strings.Contains(log, "IDLE_WORKER_NAME") {
+		t.Errorf("its log does not name IDLE_WORKER_NAME:\n%s", log)
+	}
+	st, err := serviceStats(nc)
+	if err != nil || st.PartitionsOwned != 8 || first.exited() {
+		t.Errorf("the first worker: %+v (%v), exited %v; want it serving with all 8 partitions", st, err, first.exited())
+	}
+}
