@@ -149,7 +149,7 @@ func (c *Controller) step(ctx context.Context) {
 	if slices.Contains(live, c.m.Name()) {
 		c.settledOnce.Do(func() {
 			close(c.settled)
-			c.log.Info("partitions settled", "owned", len(owned), "members", len(live))
+			c.log.Info("ready: holding the free partitions assigned to this worker", "owned", len(owned), "members", len(live))
 		})
 	}
 }

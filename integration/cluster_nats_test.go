@@ -101,7 +101,32 @@ func startNATSCluster(t *testing.T, n int) *natsCluster {
 			return c.healthy(nd)
 		})
 	}
+	// Healthy is not yet JetStream: wait until each node answers for it
+	// (the cluster has elected its meta leader), as workers need at start.
+	for _, nd := range c.nodes {
+		chaosWait(t, 30*time.Second, "JetStream through nats-server "+nd.name, func() bool {
+			return jetStreamReady(fmt.Sprintf("nats://127.0.0.1:%d", nd.port))
+		})
+	}
 	return c
+}
+
+// jetStreamReady says whether the server at url answers JetStream's
+// account info.
+func jetStreamReady(url string) bool {
+	nc, err := nats.Connect(url, nats.Timeout(time.Second))
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err = js.AccountInfo(ctx)
+	return err == nil
 }
 
 // freePorts returns n distinct loopback ports that nothing listened on a

@@ -227,7 +227,11 @@ func (m *Membership) Leave(ctx context.Context) error {
 		if err != nil {
 			err = fmt.Errorf("member: leave: %w", err)
 		}
-		m.log.Info("left", "name", m.cfg.Name, "instance", m.instance, "error", err)
+		if err != nil {
+			m.log.Warn("left", "name", m.cfg.Name, "instance", m.instance, "error", err)
+		} else {
+			m.log.Info("left", "name", m.cfg.Name, "instance", m.instance)
+		}
 	})
 	return err
 }

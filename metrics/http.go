@@ -55,7 +55,7 @@ func (e errorLog) Println(v ...any) { e.l.Error("serving metrics", "error", fmt.
 var (
 	// ErrNotServing: the worker has not yet loaded its state and
 	// subscribed.
-	ErrNotServing = errors.New("metrics: worker not serving yet (loading its registry or subscribing)")
+	ErrNotServing = errors.New("metrics: worker not serving yet (loading its store, joining the workers of its prefix, claiming partitions)")
 	// ErrDisconnected: the NATS connection is not connected.
 	ErrDisconnected = errors.New("metrics: NATS connection not connected")
 )

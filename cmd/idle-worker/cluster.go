@@ -87,11 +87,11 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 		}
 	}()
 	m, err := member.Start(ctx, nc, subjects, member.Config{
-		Name: name, Interval: cfg.OwnerTimeout / 4, Timeout: cfg.OwnerTimeout, Partitions: cfg.Partitions, Logger: logger,
+		Name: name, Interval: cfg.OwnerTimeout / 4, Timeout: cfg.OwnerTimeout, Partitions: cfg.Partitions, Logger: logger.With("component", "membership"),
 	})
 	if err != nil {
 		if errors.Is(err, member.ErrNameTaken) {
-			return fmt.Errorf("IDLE_WORKER_NAME: %w (another live worker of this prefix has the name %q)", err, name)
+			return fmt.Errorf("IDLE_WORKER_NAME: %w", err)
 		}
 		if ctx.Err() != nil {
 			return nil
