@@ -164,7 +164,9 @@ func (w *Worker) lose(p int) {
 }
 
 // removeWhere removes from the coordinator every backend whose key match
-// says so, scanning the keys in slices on the loop.
+// says so, scanning the keys in slices on the loop. A key whose partition
+// the worker owns again by the time its slice runs (acquired back while
+// the scan went on) is kept: it was restored anew.
 func (w *Worker) removeWhere(match func(key string) bool) error {
 	after := ""
 	for more := true; more; {
@@ -172,7 +174,7 @@ func (w *Worker) removeWhere(match func(key string) bool) error {
 		err := w.do(func() {
 			var next string
 			next, more = w.coord.Scan(w.now(), after, "", w.sliceSize(), func(b coordinator.Backend) bool {
-				if match(b.Key) {
+				if match(b.Key) && !w.owns(b.Key) {
 					doomed = append(doomed, b.Key)
 					w.warmKeep(b)
 				}
