@@ -67,15 +67,35 @@ func open(t *testing.T, s *natstest.Server, cfg store.Config) (*store.Store, loa
 	if err != nil {
 		t.Fatal(err)
 	}
-	all := make([]int, st.Partitions())
-	for p := range all {
-		all[p] = p
-	}
-	c, err := st.Claim(ctx, all)
+	c, err := st.Claim(ctx, allParts(st))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return st, loaded{ID: rs.ID, NewID: rs.NewID, HighWater: c.HighWater, Records: c.Records, Skipped: c.Skipped}
+}
+
+// allParts returns every partition of st.
+func allParts(st *store.Store) []int {
+	all := make([]int, st.Partitions())
+	for p := range all {
+		all[p] = p
+	}
+	return all
+}
+
+// openLoaded opens and loads a store on s without claiming any partition;
+// it is closed with the test.
+func openLoaded(t *testing.T, s *natstest.Server, cfg store.Config) *store.Store {
+	t.Helper()
+	st, err := store.Open(ctxBound(t), connect(t, s), subj, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close(context.Background()) })
+	if _, err := st.Load(ctxBound(t)); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // putStored puts rec and waits until the store says it is stored.
@@ -417,11 +437,7 @@ func TestCloseSnapshots(t *testing.T) {
 func TestReserveDisjoint(t *testing.T) {
 	s := natstest.Start(t, natstest.JetStream())
 	a, _ := open(t, s, store.Config{Partitions: 2})
-	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
+	b := openLoaded(t, s, store.Config{Partitions: 2})
 	type block struct{ start, end uint64 }
 	var blocks []block
 	for i := range 20 {
@@ -474,14 +490,7 @@ func TestHandOver(t *testing.T) {
 	if err := putStored(t, a, running(keys[1], 98)); err != nil {
 		t.Fatalf("a write of the partition kept: %v", err)
 	}
-	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
-	if _, err := b.Load(ctxBound(t)); err != nil {
-		t.Fatal(err)
-	}
+	b := openLoaded(t, s, store.Config{Partitions: 2})
 	c, err := b.Claim(ctxBound(t), []int{0})
 	if err != nil {
 		t.Fatal(err)
@@ -527,14 +536,7 @@ func TestPrefetch(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close(context.Background())
-			if _, err := b.Load(ctxBound(t)); err != nil {
-				t.Fatal(err)
-			}
+			b := openLoaded(t, s, store.Config{Partitions: 2})
 			if err := b.Prefetch(ctxBound(t)); err != nil {
 				t.Fatal(err)
 			}
@@ -575,14 +577,7 @@ func TestPrefetch(t *testing.T) {
 func TestVerifyFindsLostClaims(t *testing.T) {
 	s := natstest.Start(t, natstest.JetStream())
 	a, _ := open(t, s, store.Config{Partitions: 2})
-	b, err := store.Open(ctxBound(t), connect(t, s), subj, store.Config{Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close(context.Background())
-	if _, err := b.Load(ctxBound(t)); err != nil {
-		t.Fatal(err)
-	}
+	b := openLoaded(t, s, store.Config{Partitions: 2})
 	if _, err := b.Claim(ctxBound(t), []int{1}); err != nil {
 		t.Fatal(err)
 	}

@@ -138,15 +138,7 @@ func (a *idArrivals) record(data []byte, now time.Time) {
 // wait waits until every backend's event arrived, until the bound, or ctx
 // is done.
 func (a *idArrivals) wait(ctx context.Context, until time.Time) error {
-	t := time.NewTimer(time.Until(until))
-	defer t.Stop()
-	select {
-	case <-a.all:
-	case <-t.C:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return nil
+	return waitClosed(ctx, a.all, until)
 }
 
 // takeoverSplit is the backends of a takeover parted in two: the leaving

@@ -68,10 +68,16 @@ func (a *arrivals) record(i int, ok bool, now time.Time) {
 
 // wait waits until every event arrived, until the bound, or ctx is done.
 func (a *arrivals) wait(ctx context.Context, until time.Time) error {
+	return waitClosed(ctx, a.all, until)
+}
+
+// waitClosed waits until all is closed or until passes (nil either way),
+// or ctx is done (its error).
+func waitClosed(ctx context.Context, all <-chan struct{}, until time.Time) error {
 	t := time.NewTimer(time.Until(until))
 	defer t.Stop()
 	select {
-	case <-a.all:
+	case <-all:
 	case <-t.C:
 	case <-ctx.Done():
 		return ctx.Err()

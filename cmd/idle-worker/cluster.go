@@ -80,7 +80,7 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 	prefetched := make(chan struct{})
 	go func() {
 		defer close(prefetched)
-		if p, ok := w.Store().(interface{ Prefetch(context.Context) error }); ok {
+		if p, ok := w.Store().(prefetcher); ok {
 			if err := p.Prefetch(ctx); err != nil && ctx.Err() == nil {
 				logger.Warn("reading the partitions ahead", "component", "cluster", "error", err)
 			}
@@ -119,4 +119,11 @@ func control(ctx context.Context, w *bus.Worker, nc *nats.Conn, subjects bus.Sub
 	}()
 	logger.Info("joined the workers of the prefix", "component", "cluster", "name", name, "members", len(m.View().Live()))
 	return ctl.Run(ctx, cfg.ShutdownTimeout/2)
+}
+
+// prefetcher is a store that can read every partition ahead of its claims
+// (store.Store): the worker's start overlaps that read with the
+// membership's listening.
+type prefetcher interface {
+	Prefetch(ctx context.Context) error
 }
